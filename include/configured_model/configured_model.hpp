@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT
+// configured_model: save and restore whole LibTorch models (config + weights + training logs)
+// as ZANJ archives that Python's `zanj` reads too. This umbrella header is what users include.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include <c10/util/Type.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+
+#include "configured_model/archive.hpp"
+#include "configured_model/config.hpp"
+#include "configured_model/dtype.hpp"
+#include "configured_model/errors.hpp"
+#include "configured_model/file.hpp"
+#include "configured_model/logging.hpp"
+#include "configured_model/metadata.hpp"
+#include "configured_model/modules.hpp"
+#include "configured_model/node.hpp"
+#include "configured_model/npy.hpp"
+#include "configured_model/options.hpp"
+#include "configured_model/state_dict.hpp"
+#include "configured_model/version.hpp"
+
+namespace zanj {
+namespace detail {
+template <class T, class = void>
+struct has_zanj_class_name : std::false_type {};
+template <class T>
+struct has_zanj_class_name<T, std::void_t<decltype(T::zanj_class_name())>> : std::true_type {};
+}  // namespace detail
+
+/// Base class for models built from a plain config struct, saved and read whole.
+///
+/// A model derives from `ConfiguredModel<Self, Config>`, takes its Config in its constructor and
+/// builds its layers from it. `save()` writes the config, the training records and every
+/// parameter and buffer; `Self::read()` rebuilds the model from the stored config alone and
+/// loads its tensors: no constructor arguments are needed at the reading site.
+///
+/// It uses CRTP (as torch's `Cloneable<Derived>` does) because `read()` is static and must
+/// construct the user's class, whose type and constructor the base can only know through the
+/// template parameter. Config is a separate parameter because `Derived::Config` cannot be
+/// named while Derived is still incomplete.
+///
+/// The class tag stored in the file is the C++ class name without namespaces and without a
+/// trailing "Impl" (so `MyNNImpl` behind `TORCH_MODULE(MyNN)` is stored as "MyNN", like the
+/// Python class). Define `static std::string zanj_class_name()` in the model to choose another.
+///
+/// \code
+///   struct MyNNConfig { int64_t input_dim = 10, hidden_dim = 20, output_dim = 2; };
+///   NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(MyNNConfig, input_dim, hidden_dim, output_dim)
+///
+///   class MyNN : public zanj::ConfiguredModel<MyNN, MyNNConfig> {
+///    public:
+///     explicit MyNN(MyNNConfig c) : ConfiguredModel(std::move(c)) {
+///       net = register_module("net", torch::nn::Linear(config().input_dim, config().output_dim));
+///     }
+///     torch::nn::Linear net{nullptr};
+///   };
+///
+///   auto model = std::make_shared<MyNN>(MyNNConfig{});
+///   model->training_records()["loss"].push_back(0.7);
+///   model->save("run.zanj");
+///   std::shared_ptr<MyNN> again = MyNN::read("run.zanj");
+/// \endcode
+template <class Derived, class Config>
+class ConfiguredModel : public torch::nn::Module {
+  static_assert(detail::is_json_round_trippable_v<Config>,
+                "configured_model: Config must be convertible to and from nlohmann::json. Add "
+                "NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(YourConfig, field1, ...) in YourConfig's "
+                "namespace, or define to_json/from_json there.");
+
+ public:
+  using config_type = Config;
+
+  explicit ConfiguredModel(Config config) : config_(std::move(config)) {}
+
+  /// The config the model was built from.
+  const Config& config() const { return config_; }
+
+  /// Free-form training logs saved with the model (JSON; null until first written).
+  nlohmann::json& training_records() { return training_records_; }
+  const nlohmann::json& training_records() const { return training_records_; }
+
+  /// The model as a ZANJ tree: `zanj_model_config`, `meta`, `training_records`, `state_dict`
+  /// and the class tag, exactly as Python's `ConfiguredModel.serialize()` lays it out.
+  Node to_node() const {
+    const auto& self = static_cast<const Derived&>(*this);
+    return detail::model_node(self, class_name(), c10::demangle_type<Derived>(),
+                              nlohmann::ordered_json(nlohmann::json(config_)), config_tag(),
+                              training_records_);
+  }
+
+  /// Saves the model to `path` (crash-safe: the old file stays intact until the new one is
+  /// complete).
+  /// @throws IoError if the file cannot be written.
+  void save(const std::string& path, const SaveOptions& options = {}) const {
+    zanj::save(to_node(), path, options);
+  }
+
+  /// Reads a model saved by `save()` or by Python ZANJ's `ConfiguredModel.save()`: builds
+  /// `Derived(config)` from the stored config, then loads every tensor (strict by default).
+  /// @throws StateMismatchError if the file holds another class or tensors that do not fit,
+  ///         ConfigError if the config cannot be parsed or the model not built from it,
+  ///         FormatError / IoError / VersionError for unreadable files.
+  static std::shared_ptr<Derived> read(const std::string& path, const ReadOptions& options = {}) {
+    return from_node(zanj::read(path, options), path, options);
+  }
+
+  /// Builds the model from an already read tree; `file` names it in messages.
+  static std::shared_ptr<Derived> from_node(const Node& root, const std::string& file,
+                                            const ReadOptions& options = {}) {
+    detail::ModelParts parts = detail::model_parts(root, class_name(), file);
+    if (!parts.config_tag.empty() && parts.config_tag != config_tag()) {
+      logger()->warn("{}: zanj_model_config: config class tag '{}' differs from '{}'", file,
+                     parts.config_tag, config_tag());
+    }
+    Config config = config_from_json<Config>(nlohmann::json(parts.config), file);
+    std::shared_ptr<Derived> model;
+    try {
+      model = std::make_shared<Derived>(std::move(config));
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw ConfigError(detail::message(
+          file, "zanj_model_config",
+          "constructing " + class_name() + " from the stored config failed: " + e.what()));
+    }
+    if (options.dtype) detail::convert_floating(*model, *options.dtype);
+    load_state_dict(*model, *parts.state_dict, file, options);
+    if (options.device) model->to(*options.device);
+    model->training_records_ = nlohmann::json(parts.training_records);
+    return model;
+  }
+
+  /// The class tag written to and required from files.
+  static std::string class_name() {
+    if constexpr (detail::has_zanj_class_name<Derived>::value) {
+      return Derived::zanj_class_name();
+    } else {
+      std::string name = detail::short_type_name(c10::demangle_type<Derived>());
+      constexpr std::string_view kImpl = "Impl";
+      if (name.size() > kImpl.size() && name.compare(name.size() - kImpl.size(), kImpl.size(), kImpl) == 0) {
+        name.resize(name.size() - kImpl.size());
+      }
+      return name;
+    }
+  }
+
+ private:
+  static std::string config_tag() {
+    return detail::short_type_name(c10::demangle_type<Config>()) + "(SerializableDataclass)";
+  }
+
+  Config config_;
+  nlohmann::json training_records_;
+};
+
+}  // namespace zanj

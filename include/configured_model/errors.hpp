@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace zanj {
+
+/// Root of every exception this library throws. Messages follow one recipe:
+/// `<file>: <entry or key>: <what went wrong> (expected X, found Y)`.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Opening, reading, writing, renaming or syncing a file failed (carries the OS or libzip reason).
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The bytes are not what the format says: not a zip, bad `.npy` header, truncated or lying entry,
+/// malformed JSON, unknown dtype, a `$ref` to a missing entry.
+class FormatError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A model config could not be converted from or to JSON (missing field, wrong JSON type), or a
+/// name in it (activation, loss) is not registered.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The file was written by a newer format version than this library understands.
+class VersionError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The stored state does not fit the object it is loaded into: wrong class tag, missing or
+/// unexpected tensor keys, shape or dtype mismatch.
+class StateMismatchError : public Error {
+ public:
+  using Error::Error;
+};
+
+namespace detail {
+
+/// Builds `<file>: <entry>: <what>`, leaving out empty parts.
+std::string message(std::string_view file, std::string_view entry, std::string_view what);
+
+[[noreturn]] void throw_io_error(std::string_view file, std::string_view entry,
+                                 std::string_view what);
+[[noreturn]] void throw_format_error(std::string_view file, std::string_view entry,
+                                     std::string_view what);
+
+}  // namespace detail
+}  // namespace zanj

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "configured_model/options.hpp"
+#include "configured_model/tree.hpp"
+
+namespace zanj {
+
+/// The entry names of a `.zanj` archive.
+inline constexpr const char* kTreeEntry = "__zanj__.json";
+inline constexpr const char* kMetaEntry = "__zanj_meta__.json";
+
+/// Describes this runtime: libtorch version and build, CUDA availability and devices, compiler,
+/// operating system and CPU. Written as `sysinfo` in `__zanj_meta__.json`.
+nlohmann::ordered_json sysinfo();
+
+/// Builds `__zanj_meta__.json`: `zanj_cfg` (the save options, in Python's spelling), `sysinfo`,
+/// `configured_model` (library and format versions), `externals_info` (sorted by path length,
+/// as Python does) and `timestamp`.
+nlohmann::ordered_json make_metadata(const SaveOptions& options,
+                                     const std::vector<ExternalEntry>& externals);
+
+/// Checks a file's metadata against this library: throws VersionError when its format version
+/// is newer than kFormatVersion; warns (per `options.error_mode`) when it was written by another
+/// library or libtorch version. Python ZANJ files carry no version and pass.
+void check_metadata(const nlohmann::ordered_json& meta, const std::string& file,
+                    const ReadOptions& options);
+
+}  // namespace zanj

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "configured_model/archive.hpp"
+#include "configured_model/json_text.hpp"
+
+namespace zanj {
+
+/// How tensors below the external threshold are written inside `__zanj__.json`
+/// (Python ZANJ's `internal_array_mode`).
+enum class ArrayMode {
+  kListMeta,  ///< "array_list_meta": nested JSON lists (Python's default; human-readable)
+  kHexMeta,   ///< "array_hex_meta": little-endian bytes as lowercase hex
+  kB64Meta,   ///< "array_b64_meta": little-endian bytes as standard base64
+};
+
+/// What happens when a file is readable but not quite right (a tensor whose `.npy` dtype differs
+/// from its JSON dtype and is cast, a `$ref` that `externals_info` does not list, a missing
+/// `__zanj_meta__.json`, a newer library version). Mirrors Python's ErrorMode.
+enum class ErrorMode {
+  kExcept,  ///< throw FormatError
+  kWarn,    ///< log a warning and go on (default)
+  kIgnore,  ///< go on silently
+};
+
+/// Options for writing a `.zanj` file. Defaults mirror Python ZANJ except compression.
+struct SaveOptions {
+  /// Tensors with at least this many elements go to external `.npy` entries (inclusive, as in
+  /// Python). bfloat16, complex and empty tensors of 2+ dimensions always go external, because
+  /// Python cannot read them inline.
+  std::int64_t external_array_threshold = 256;
+  /// Lists with at least this many items go to external `.jsonl` entries.
+  std::int64_t external_list_threshold = 256;
+  /// Encoding of inline tensors.
+  ArrayMode array_mode = ArrayMode::kListMeta;
+  /// Compression of every entry. NOTE: Python ZANJ deflates by default; we store, because
+  /// tensor data barely compresses and stored entries are far faster to write and read.
+  Compression compression = Compression::kStored;
+};
+
+/// Options for reading a `.zanj` file.
+struct ReadOptions {
+  ErrorMode error_mode = ErrorMode::kWarn;
+  /// For models: device to move the model to after loading (default: leave on CPU).
+  std::optional<c10::Device> device;
+  /// For models: floating-point dtype to convert floating parameters and buffers to.
+  std::optional<c10::ScalarType> dtype;
+  /// For models: refuse missing or unexpected state_dict keys (shape and dtype mismatches are
+  /// always refused).
+  bool strict = true;
+  ArchiveLimits archive_limits;
+  JsonLimits json_limits;
+};
+
+}  // namespace zanj

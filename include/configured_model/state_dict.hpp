@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+
+#include "configured_model/node.hpp"
+#include "configured_model/options.hpp"
+
+namespace zanj {
+
+/// Named tensors in a fixed order.
+using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
+
+/// The module's parameters and buffers with PyTorch's dotted names, in PyTorch's `state_dict()`
+/// order (per module in pre-order: its parameters, its buffers, then its children). The tensors
+/// alias the module's own storage.
+StateDict state_dict(const torch::nn::Module& module);
+
+/// Copies `stored` (a dict Node of tensors, as read from a file) into the module's parameters
+/// and buffers. Every problem is collected first and reported in one StateMismatchError:
+/// missing and unexpected keys (refused when `options.strict`, else warned), shape mismatches
+/// and dtype mismatches (always refused). `file` names the source in messages.
+void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
+                     const ReadOptions& options = {});
+
+namespace detail {
+
+/// The parts of a stored ConfiguredModel (section 8.1 of docs/FORMAT.md).
+struct ModelParts {
+  nlohmann::ordered_json config;  ///< `zanj_model_config` without its `__muutils_format__` tag
+  std::string config_tag;         ///< that tag, or empty
+  nlohmann::ordered_json training_records;
+  const Node* state_dict = nullptr;
+};
+
+/// Checks the class tag (exact match, unlike Python's prefix match) and picks out the parts.
+/// @throws StateMismatchError naming both classes when the tag differs; FormatError when a part
+///         is missing or of the wrong kind.
+ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file);
+
+/// The tree Python's `ConfiguredModel.serialize()` produces for a model.
+Node model_node(const torch::nn::Module& module, const std::string& class_name,
+                const std::string& cpp_type, nlohmann::ordered_json config,
+                const std::string& config_tag, const nlohmann::json& training_records);
+
+/// Converts floating-point parameters and buffers to `dtype` (integer buffers stay, as in
+/// PyTorch's `Module.to(dtype)`).
+void convert_floating(torch::nn::Module& module, c10::ScalarType dtype);
+
+/// Demangled type name without namespaces or template arguments.
+std::string short_type_name(const std::string& demangled);
+
+}  // namespace detail
+}  // namespace zanj

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "configured_model/archive.hpp"
+#include "configured_model/node.hpp"
+#include "configured_model/options.hpp"
+
+namespace zanj {
+
+/// An entry that a tree puts outside `__zanj__.json`.
+struct ExternalEntry {
+  std::string name;               ///< zip entry name, e.g. "state_dict/net.0.weight.npy"
+  std::string item_type;          ///< "npy" or "jsonl"
+  nlohmann::ordered_json info;    ///< its `externals_info` record (item_type, path, ...)
+  std::string bytes;              ///< the entry's content
+};
+
+/// A tree turned into ZANJ's JSON plus the external entries it refers to by `$ref`.
+struct SerializedTree {
+  nlohmann::ordered_json json;
+  std::vector<ExternalEntry> externals;  ///< in the order they were met
+};
+
+/// Turns a tree into ZANJ's JSON form (section 5 of docs/FORMAT.md): tagged inline arrays,
+/// `zero_dim` scalars, external `.npy` tensors and `.jsonl` lists past the thresholds.
+/// @throws FormatError if a tensor's dtype has no encoding.
+SerializedTree serialize_tree(const Node& root, const SaveOptions& options = {});
+
+/// Turns ZANJ's JSON back into a tree, reading external entries from `archive`.
+/// `externals_info` is `__zanj_meta__.json`'s record of them (may be null).
+/// @throws FormatError naming the archive and the entry or key on anything malformed.
+Node deserialize_tree(const nlohmann::ordered_json& json, const ArchiveReader& archive,
+                      const nlohmann::ordered_json& externals_info,
+                      const ReadOptions& options = {});
+
+namespace detail {
+std::string base64_encode(std::string_view bytes);
+/// @throws FormatError on characters outside the alphabet or bad padding.
+std::string base64_decode(std::string_view text);
+}  // namespace detail
+
+}  // namespace zanj

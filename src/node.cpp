@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: MIT
+#include "configured_model/node.hpp"
+
+#include "configured_model/errors.hpp"
+
+namespace zanj {
+namespace {
+
+const char* kind_name(const Node& n) {
+  if (n.is_tensor()) return "a tensor";
+  if (n.is_list()) return "a list";
+  if (n.is_dict()) return "a dict";
+  if (n.is_null()) return "null";
+  return "a JSON scalar";
+}
+
+template <class Json>
+void from_json_value(const Json& value, Node& out) {
+  if (value.is_object()) {
+    Node::Dict d;
+    d.reserve(value.size());
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      d.emplace_back(it.key(), Node(it.value()));
+    }
+    out = Node(std::move(d));
+  } else if (value.is_array()) {
+    Node::List l;
+    l.reserve(value.size());
+    for (const auto& item : value) l.emplace_back(item);
+    out = Node(std::move(l));
+  }
+}
+
+[[noreturn]] void wrong_kind(const Node& n, const char* wanted) {
+  throw FormatError(std::string("tree node is ") + kind_name(n) + ", expected " + wanted);
+}
+
+}  // namespace
+
+Node::Node(const nlohmann::json& value) : value_(nlohmann::ordered_json()) {
+  if (value.is_structured()) {
+    from_json_value(value, *this);
+  } else {
+    value_ = nlohmann::ordered_json(value);
+  }
+}
+
+Node::Node(const nlohmann::ordered_json& value) : value_(nlohmann::ordered_json()) {
+  if (value.is_structured()) {
+    from_json_value(value, *this);
+  } else {
+    value_ = value;
+  }
+}
+
+Node::Node(at::Tensor tensor) : value_(std::move(tensor)) {}
+Node::Node(List list) : value_(std::move(list)) {}
+Node::Node(Dict dict) : value_(std::move(dict)) {}
+
+bool Node::is_null() const { return is_scalar() && std::get<nlohmann::ordered_json>(value_).is_null(); }
+
+const at::Tensor& Node::tensor() const {
+  if (!is_tensor()) wrong_kind(*this, "a tensor");
+  return std::get<at::Tensor>(value_);
+}
+
+const nlohmann::ordered_json& Node::scalar() const {
+  if (!is_scalar()) wrong_kind(*this, "a JSON scalar");
+  return std::get<nlohmann::ordered_json>(value_);
+}
+
+const Node::List& Node::as_list() const {
+  if (!is_list()) wrong_kind(*this, "a list");
+  return std::get<List>(value_);
+}
+
+Node::List& Node::as_list() {
+  if (!is_list()) wrong_kind(*this, "a list");
+  return std::get<List>(value_);
+}
+
+const Node::Dict& Node::as_dict() const {
+  if (!is_dict()) wrong_kind(*this, "a dict");
+  return std::get<Dict>(value_);
+}
+
+Node::Dict& Node::as_dict() {
+  if (!is_dict()) wrong_kind(*this, "a dict");
+  return std::get<Dict>(value_);
+}
+
+std::size_t Node::size() const {
+  if (is_list()) return std::get<List>(value_).size();
+  if (is_dict()) return std::get<Dict>(value_).size();
+  return 0;
+}
+
+Node& Node::operator[](const std::string& key) {
+  if (is_null()) value_ = Dict{};
+  if (Node* found = find(key)) return *found;
+  auto& d = as_dict();
+  d.emplace_back(key, Node());
+  return d.back().second;
+}
+
+const Node* Node::find(const std::string& key) const {
+  if (!is_dict()) return nullptr;
+  for (const auto& [k, v] : std::get<Dict>(value_)) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+
+Node* Node::find(const std::string& key) {
+  return const_cast<Node*>(static_cast<const Node*>(this)->find(key));
+}
+
+const Node& Node::at(const std::string& key) const {
+  const auto& d = as_dict();
+  for (const auto& [k, v] : d) {
+    if (k == key) return v;
+  }
+  throw FormatError("key '" + key + "' not found in the dict");
+}
+
+Node& Node::at(const std::string& key) {
+  return const_cast<Node&>(static_cast<const Node*>(this)->at(key));
+}
+
+const Node& Node::at(std::size_t index) const {
+  const auto& l = as_list();
+  if (index >= l.size()) {
+    throw FormatError("list index " + std::to_string(index) + " out of range (size " +
+                      std::to_string(l.size()) + ")");
+  }
+  return l[index];
+}
+
+void Node::push_back(Node item) {
+  if (is_null()) value_ = List{};
+  as_list().push_back(std::move(item));
+}
+
+bool Node::erase(const std::string& key) {
+  if (!is_dict()) return false;
+  auto& d = std::get<Dict>(value_);
+  for (auto it = d.begin(); it != d.end(); ++it) {
+    if (it->first == key) {
+      d.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+nlohmann::ordered_json Node::to_json() const {
+  if (is_scalar()) return std::get<nlohmann::ordered_json>(value_);
+  if (is_tensor()) throw FormatError("tree holds a tensor where JSON was expected");
+  if (is_list()) {
+    auto out = nlohmann::ordered_json::array();
+    const auto& l = std::get<List>(value_);
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      try {
+        out.push_back(l[i].to_json());
+      } catch (const FormatError& e) {
+        throw FormatError(std::to_string(i) + "/" + e.what());
+      }
+    }
+    return out;
+  }
+  auto out = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : std::get<Dict>(value_)) {
+    try {
+      out[k] = v.to_json();
+    } catch (const FormatError& e) {
+      throw FormatError(k + "/" + e.what());
+    }
+  }
+  return out;
+}
+
+bool Node::contains_tensor() const {
+  if (is_tensor()) return true;
+  if (is_list()) {
+    for (const auto& v : std::get<List>(value_)) {
+      if (v.contains_tensor()) return true;
+    }
+  } else if (is_dict()) {
+    for (const auto& kv : std::get<Dict>(value_)) {
+      if (kv.second.contains_tensor()) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace zanj

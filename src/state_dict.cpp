@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: MIT
+// Model <-> tree: state_dict order, strict loading, the ConfiguredModel layout.
+#include "configured_model/state_dict.hpp"
+
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <torch/torch.h>
+
+#include "configured_model/errors.hpp"
+#include "configured_model/logging.hpp"
+
+namespace zanj {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+void collect(const torch::nn::Module& m, const std::string& prefix, StateDict& out) {
+  for (const auto& p : m.named_parameters(/*recurse=*/false)) {
+    out.emplace_back(prefix + p.key(), p.value());
+  }
+  for (const auto& b : m.named_buffers(/*recurse=*/false)) {
+    out.emplace_back(prefix + b.key(), b.value());
+  }
+  for (const auto& c : m.named_children()) {
+    collect(*c.value(), prefix + c.key() + ".", out);
+  }
+}
+
+std::string shape_text(at::IntArrayRef s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+StateDict state_dict(const torch::nn::Module& module) {
+  StateDict out;
+  collect(module, "", out);
+  return out;
+}
+
+void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
+                     const ReadOptions& options) {
+  if (!stored.is_dict()) {
+    detail::throw_format_error(file, "state_dict", "expected a dict of tensors");
+  }
+  std::unordered_map<std::string, const at::Tensor*> by_name;
+  for (const auto& [key, value] : stored.as_dict()) {
+    if (!value.is_tensor()) {
+      detail::throw_format_error(file, "state_dict/" + key, "expected a tensor");
+    }
+    by_name.emplace(key, &value.tensor());
+  }
+  const StateDict target = state_dict(module);
+  std::vector<std::string> missing, unexpected, shapes, dtypes;
+  std::unordered_set<std::string> known;
+  for (const auto& [name, tensor] : target) {
+    known.insert(name);
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    const at::Tensor& src = *it->second;
+    if (src.sizes() != tensor.sizes()) {
+      shapes.push_back(name + " (expected " + shape_text(tensor.sizes()) + ", found " +
+                       shape_text(src.sizes()) + ")");
+    } else if (src.scalar_type() != tensor.scalar_type()) {
+      dtypes.push_back(name + " (expected " + std::string(c10::toString(tensor.scalar_type())) +
+                       ", found " + c10::toString(src.scalar_type()) + ")");
+    }
+  }
+  for (const auto& [key, value] : stored.as_dict()) {
+    if (!known.count(key)) unexpected.push_back(key);
+  }
+  std::vector<std::string> problems;
+  if (!shapes.empty()) problems.push_back("shape mismatch: " + join(shapes));
+  if (!dtypes.empty()) problems.push_back("dtype mismatch: " + join(dtypes));
+  if (options.strict) {
+    if (!missing.empty()) problems.push_back("missing keys: " + join(missing));
+    if (!unexpected.empty()) problems.push_back("unexpected keys: " + join(unexpected));
+  } else if (!missing.empty() || !unexpected.empty()) {
+    logger()->warn("{}: state_dict: non-strict load: missing keys [{}], unexpected keys [{}]", file,
+                   join(missing), join(unexpected));
+  }
+  if (!problems.empty()) {
+    std::string what = "does not fit the model";
+    for (const auto& p : problems) what += "; " + p;
+    throw StateMismatchError(detail::message(file, "state_dict", what));
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, tensor] : target) {
+    auto it = by_name.find(name);
+    if (it != by_name.end()) tensor.copy_(*it->second);
+  }
+}
+
+namespace detail {
+
+ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file) {
+  if (!root.is_dict()) {
+    throw StateMismatchError(message(file, "__zanj__.json",
+                                     "expected a model (a dict tagged '" + class_name +
+                                         "'), found a tree that is not a dict"));
+  }
+  const Node* tag = root.find("__muutils_format__");
+  if (!tag) tag = root.find("__format__");
+  if (!tag || !tag->is_scalar() || !tag->scalar().is_string()) {
+    throw StateMismatchError(message(file, "__muutils_format__",
+                                     "expected model class '" + class_name +
+                                         "', found no class tag (not a saved model)"));
+  }
+  const auto& found = tag->scalar().get_ref<const std::string&>();
+  if (found != class_name) {
+    throw StateMismatchError(message(file, "__muutils_format__",
+                                     "model class mismatch (expected '" + class_name +
+                                         "', found '" + found + "'). Read it with " + found +
+                                         "::read()."));
+  }
+  ModelParts parts;
+  const Node* config = root.find("zanj_model_config");
+  if (!config) throw_format_error(file, "zanj_model_config", "missing");
+  try {
+    parts.config = config->to_json();
+  } catch (const FormatError& e) {
+    throw_format_error(file, "zanj_model_config", e.what());
+  }
+  if (parts.config.is_object()) {
+    auto it = parts.config.find("__muutils_format__");
+    if (it != parts.config.end()) {
+      if (it->is_string()) parts.config_tag = it->get<std::string>();
+      parts.config.erase(it);
+    }
+  }
+  if (const Node* records = root.find("training_records")) {
+    if (records->contains_tensor()) {
+      // Python may store arrays in its logs; we keep their values as nested JSON lists.
+      logger()->warn("{}: training_records: tensors converted to JSON lists", file);
+      std::function<Node(const Node&)> flatten = [&](const Node& n) -> Node {
+        if (n.is_tensor()) {
+          auto t = n.tensor().to(at::kDouble).contiguous();
+          nlohmann::json values = std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+          return Node(values);
+        }
+        if (n.is_list()) {
+          Node::List l;
+          for (const auto& i : n.as_list()) l.push_back(flatten(i));
+          return Node(std::move(l));
+        }
+        if (n.is_dict()) {
+          Node::Dict d;
+          for (const auto& [k, v] : n.as_dict()) d.emplace_back(k, flatten(v));
+          return Node(std::move(d));
+        }
+        return n;
+      };
+      parts.training_records = flatten(*records).to_json();
+    } else {
+      parts.training_records = records->to_json();
+    }
+  }
+  parts.state_dict = root.find("state_dict");
+  if (!parts.state_dict) throw_format_error(file, "state_dict", "missing");
+  return parts;
+}
+
+Node model_node(const torch::nn::Module& module, const std::string& class_name,
+                const std::string& cpp_type, nlohmann::ordered_json config,
+                const std::string& config_tag, const nlohmann::json& training_records) {
+  ojson tagged_config = ojson::object();
+  tagged_config["__muutils_format__"] = config_tag;
+  if (config.is_object()) {
+    for (auto it = config.begin(); it != config.end(); ++it) tagged_config[it.key()] = it.value();
+  } else {
+    tagged_config = std::move(config);
+  }
+  Node config_node(tagged_config);
+  config_node.set_keep_inline(true);
+
+  std::int64_t num_params = 0;
+  std::unordered_set<const void*> seen;
+  for (const auto& p : module.parameters()) {
+    if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) num_params += p.numel();
+  }
+  std::ostringstream printed;
+  printed << module;
+  ojson as_str = ojson::array();
+  std::string line;
+  std::istringstream lines(printed.str());
+  while (std::getline(lines, line)) as_str.push_back(line);
+  ojson meta = {{"class_name", class_name},
+                {"class_doc", ojson::array()},
+                {"class_source", ojson::array()},
+                {"module_name", "configured_model (C++)"},
+                {"cpp_type", cpp_type},
+                {"num_params", num_params},
+                {"as_str", as_str}};
+
+  Node::Dict tensors;
+  for (auto& [name, tensor] : state_dict(module)) tensors.emplace_back(name, Node(tensor.detach()));
+
+  Node root = Node::dict();
+  root["zanj_model_config"] = std::move(config_node);
+  root["meta"] = Node(meta);
+  root["training_records"] = Node(training_records);
+  root["state_dict"] = Node(std::move(tensors));
+  root["__muutils_format__"] = Node(ojson(class_name));
+  return root;
+}
+
+void convert_floating(torch::nn::Module& module, c10::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) {
+    if (p.is_floating_point() && p.scalar_type() != dtype) p.set_data(p.to(dtype));
+  }
+  for (auto& b : module.buffers()) {
+    if (b.is_floating_point() && b.scalar_type() != dtype) b.set_data(b.to(dtype));
+  }
+}
+
+std::string short_type_name(const std::string& demangled) {
+  std::string s = demangled;
+  // Drop template arguments, then namespaces.
+  if (auto lt = s.find('<'); lt != std::string::npos) s = s.substr(0, lt);
+  if (auto colon = s.rfind("::"); colon != std::string::npos) s = s.substr(colon + 2);
+  return s;
+}
+
+}  // namespace detail
+}  // namespace zanj

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: MIT
+// ZANJ JSON + external entries -> Node (the read direction of the tree concept).
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <ATen/ATen.h>
+
+#include "configured_model/dtype.hpp"
+#include "configured_model/errors.hpp"
+#include "configured_model/json_text.hpp"
+#include "configured_model/logging.hpp"
+#include "configured_model/npy.hpp"
+#include "configured_model/tree.hpp"
+
+namespace zanj {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+std::string path_string(const std::vector<ojson>& path) {
+  std::string s;
+  for (const auto& p : path) {
+    if (!s.empty()) s += '/';
+    s += p.is_string() ? p.get_ref<const std::string&>() : p.dump();
+  }
+  return s.empty() ? std::string("<root>") : s;
+}
+
+std::string json_type(const ojson& v) {
+  if (v.is_number_integer()) return "integer";
+  if (v.is_number_float()) return "float";
+  return v.type_name();
+}
+
+class Reader {
+ public:
+  Reader(const ArchiveReader& archive, const ojson& externals_info, const ReadOptions& options)
+      : archive_(archive), externals_info_(externals_info), options_(options) {}
+
+  Node walk(const ojson& j, std::vector<ojson>& path) {
+    if (j.is_array()) {
+      Node::List items;
+      items.reserve(j.size());
+      for (std::size_t i = 0; i < j.size(); ++i) {
+        path.emplace_back(i);
+        items.push_back(walk(j[i], path));
+        path.pop_back();
+      }
+      return Node(std::move(items));
+    }
+    if (!j.is_object()) return Node(j);
+    const ojson* tag = tag_of(j);
+    if (tag && tag->is_string()) {
+      const auto& t = tag->get_ref<const std::string&>();
+      if (starts_with(t, "torch.Tensor:") || starts_with(t, "numpy.ndarray:")) {
+        return Node(tensor(j, t.substr(t.find(':') + 1), path));
+      }
+      if (t == "list:external" || t == "tuple:external" || t == "pandas.DataFrame:external" ||
+          t == "polars.DataFrame:external") {
+        return Node(jsonl(j, path));
+      }
+    }
+    Node::Dict d;
+    d.reserve(j.size());
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      path.emplace_back(it.key());
+      d.emplace_back(it.key(), walk(it.value(), path));
+      path.pop_back();
+    }
+    return Node(std::move(d));
+  }
+
+ private:
+  static const ojson* tag_of(const ojson& j) {
+    if (auto it = j.find("__muutils_format__"); it != j.end()) return &*it;
+    if (auto it = j.find("__format__"); it != j.end()) return &*it;  // ZANJ <= 0.3.1
+    return nullptr;
+  }
+
+  [[noreturn]] void fail(const std::vector<ojson>& path, const std::string& what) const {
+    detail::throw_format_error(archive_.name(), path_string(path), what);
+  }
+
+  void anomaly(const std::vector<ojson>& path, const std::string& what) const {
+    switch (options_.error_mode) {
+      case ErrorMode::kExcept: fail(path, what);
+      case ErrorMode::kWarn:
+        logger()->warn("{}", detail::message(archive_.name(), path_string(path), what));
+        return;
+      case ErrorMode::kIgnore: return;
+    }
+  }
+
+  const ojson& field(const ojson& j, const char* key, const std::vector<ojson>& path) const {
+    auto it = j.find(key);
+    if (it == j.end()) fail(path, std::string("missing key '") + key + "'");
+    return *it;
+  }
+
+  c10::ScalarType dtype(const ojson& j, const std::vector<ojson>& path) const {
+    const ojson& d = field(j, "dtype", path);
+    if (!d.is_string()) fail(path, "'dtype' must be a string, found " + json_type(d));
+    const auto& name = d.get_ref<const std::string&>();
+    auto parsed = parse_dtype_name(name);
+    if (!parsed) fail(path, "unsupported dtype '" + name + "'");
+    return *parsed;
+  }
+
+  std::optional<std::vector<int64_t>> shape(const ojson& j, const std::vector<ojson>& path) const {
+    auto it = j.find("shape");
+    if (it == j.end() || it->is_null()) return std::nullopt;
+    if (!it->is_array()) fail(path, "'shape' must be a list, found " + json_type(*it));
+    std::vector<int64_t> s;
+    for (const auto& d : *it) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+        fail(path, "'shape' must hold non-negative integers, found " + d.dump());
+      }
+      s.push_back(d.get<int64_t>());
+    }
+    return s;
+  }
+
+  int64_t checked_numel(const std::vector<int64_t>& s, const std::vector<ojson>& path) const {
+    int64_t n = 1;
+    for (auto d : s) {
+      if (__builtin_mul_overflow(n, d, &n)) fail(path, "shape product overflows");
+    }
+    return n;
+  }
+
+  at::Tensor tensor(const ojson& j, const std::string& mode, std::vector<ojson>& path) {
+    if (mode == "external") return external_tensor(j, path);
+    const c10::ScalarType type = dtype(j, path);
+    const auto declared = shape(j, path);
+    const ojson& data = field(j, "data", path);
+    if (mode == "zero_dim") {
+      if (declared && !declared->empty()) {
+        fail(path, "zero_dim tensor with non-empty shape " + j["shape"].dump());
+      }
+      return scalar_tensor(data, type, path);
+    }
+    if (mode == "array_list_meta") return list_tensor(data, declared, type, path);
+    if (mode == "array_hex_meta" || mode == "array_b64_meta") {
+      if (!declared) fail(path, "missing key 'shape'");
+      if (!data.is_string()) fail(path, "'data' must be a string, found " + json_type(data));
+      const auto& text = data.get_ref<const std::string&>();
+      std::string bytes;
+      try {
+        bytes = mode == "array_hex_meta" ? unhex(text) : detail::base64_decode(text);
+      } catch (const FormatError& e) {
+        fail(path, e.what());
+      }
+      const int64_t n = checked_numel(*declared, path);
+      at::Tensor t = at::empty(*declared, at::TensorOptions().dtype(type == at::kBool ? at::kByte : type));
+      const auto expected = static_cast<std::size_t>(n) * t.element_size();
+      if (bytes.size() != expected) {
+        fail(path, "data holds " + std::to_string(bytes.size()) + " bytes (expected " +
+                       std::to_string(expected) + " for shape and dtype)");
+      }
+      if (expected) std::memcpy(t.data_ptr(), bytes.data(), expected);
+      return type == at::kBool ? t.ne(0) : t;
+    }
+    fail(path, "unknown array mode '" + mode + "'");
+  }
+
+  static std::string unhex(const std::string& text) {
+    if (text.size() % 2) throw FormatError("hex data has an odd number of digits");
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      throw FormatError(std::string("invalid hex digit '") + c + "'");
+    };
+    std::string out(text.size() / 2, '\0');
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      out[i] = static_cast<char>(nibble(text[2 * i]) * 16 + nibble(text[2 * i + 1]));
+    }
+    return out;
+  }
+
+  // One JSON number as an element of a tensor of `type`, refusing silent changes of value.
+  struct Leaf {
+    double f = 0;
+    int64_t i = 0;
+  };
+  Leaf leaf(const ojson& v, c10::ScalarType type, const std::vector<ojson>& path) const {
+    Leaf out;
+    const bool floating = at::isFloatingType(type);
+    if (v.is_boolean()) {
+      out.i = v.get<bool>() ? 1 : 0;
+      out.f = static_cast<double>(out.i);
+    } else if (v.is_number_integer()) {
+      if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+        fail(path, "value " + v.dump() + " does not fit int64");
+      }
+      out.i = v.get<int64_t>();
+      out.f = static_cast<double>(out.i);
+    } else if (v.is_number_float()) {
+      out.f = v.get<double>();
+      if (!floating) {
+        if (!std::isfinite(out.f) || std::trunc(out.f) != out.f || std::fabs(out.f) >= 9.2e18) {
+          fail(path, "value " + format_double(out.f) + " is not a valid " + numpy_dtype_name(type));
+        }
+        out.i = static_cast<int64_t>(out.f);
+      }
+    } else {
+      fail(path, "tensor data must hold numbers, found " + json_type(v));
+    }
+    if (!floating && type != at::kBool) {
+      int64_t lo = INT64_MIN, hi = INT64_MAX;
+      switch (type) {
+        case at::kByte: lo = 0, hi = 255; break;
+        case at::kChar: lo = -128, hi = 127; break;
+        case at::kShort: lo = INT16_MIN, hi = INT16_MAX; break;
+        case at::kInt: lo = INT32_MIN, hi = INT32_MAX; break;
+        default: break;
+      }
+      if (out.i < lo || out.i > hi) {
+        fail(path, "value " + v.dump() + " out of range for " + numpy_dtype_name(type));
+      }
+    }
+    return out;
+  }
+
+  at::Tensor scalar_tensor(const ojson& data, c10::ScalarType type,
+                           const std::vector<ojson>& path) const {
+    if (at::isComplexType(type)) fail(path, "complex zero_dim tensors are not supported inline");
+    const Leaf l = leaf(data, type, path);
+    if (at::isFloatingType(type)) return at::scalar_tensor(l.f, at::TensorOptions().dtype(at::kDouble)).to(type);
+    if (type == at::kBool) return at::scalar_tensor(l.i != 0, at::TensorOptions().dtype(at::kBool));
+    return at::scalar_tensor(l.i, at::TensorOptions().dtype(at::kLong)).to(type);
+  }
+
+  // Checks the nesting against the shape while collecting leaves row-major.
+  void collect(const ojson& v, const std::vector<int64_t>& s, std::size_t dim, c10::ScalarType type,
+               std::vector<double>& f, std::vector<int64_t>& i, const std::vector<ojson>& path) const {
+    if (dim == s.size()) {
+      const Leaf l = leaf(v, type, path);
+      if (at::isFloatingType(type)) {
+        f.push_back(l.f);
+      } else {
+        i.push_back(l.i);
+      }
+      return;
+    }
+    if (!v.is_array() || static_cast<int64_t>(v.size()) != s[dim]) {
+      fail(path, "data does not match shape " + shape_text(s) + " at dimension " +
+                     std::to_string(dim) + " (expected " + std::to_string(s[dim]) + " items, found " +
+                     (v.is_array() ? std::to_string(v.size()) : json_type(v)) + ")");
+    }
+    for (const auto& item : v) collect(item, s, dim + 1, type, f, i, path);
+  }
+
+  static std::string shape_text(const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (std::size_t k = 0; k < s.size(); ++k) out += (k ? ", " : "") + std::to_string(s[k]);
+    return out + "]";
+  }
+
+  at::Tensor list_tensor(const ojson& data, const std::optional<std::vector<int64_t>>& declared,
+                         c10::ScalarType type, const std::vector<ojson>& path) const {
+    if (at::isComplexType(type)) fail(path, "complex tensors are not supported inline");
+    std::vector<int64_t> s;
+    if (declared) {
+      s = *declared;
+    } else {
+      // Python requires "shape"; we infer it from the nesting (first item of every level).
+      for (const ojson* v = &data; v->is_array(); v = &(*v)[0]) {
+        s.push_back(static_cast<int64_t>(v->size()));
+        if (v->empty()) break;
+      }
+    }
+    checked_numel(s, path);
+    std::vector<double> f;
+    std::vector<int64_t> i;
+    collect(data, s, 0, type, f, i, path);
+    if (at::isFloatingType(type)) {
+      return at::from_blob(f.data(), s, at::TensorOptions().dtype(at::kDouble)).to(type).clone();
+    }
+    at::Tensor t = at::from_blob(i.data(), s, at::TensorOptions().dtype(at::kLong));
+    return type == at::kBool ? t.ne(0) : t.to(type).clone();
+  }
+
+  std::string ref_of(const ojson& j, const std::vector<ojson>& path) const {
+    auto it = j.find("$ref");
+    if (it != j.end()) {
+      if (!it->is_string()) fail(path, "'$ref' must be a string, found " + json_type(*it));
+      const auto& ref = it->get_ref<const std::string&>();
+      if (!externals_info_.is_object() || !externals_info_.contains(ref)) {
+        anomaly(path, "'$ref' " + ref + " is not listed in __zanj_meta__.json externals_info");
+      }
+      return ref;
+    }
+    // No "$ref": Python locates data by externals_info paths, so do the same.
+    if (externals_info_.is_object()) {
+      const ojson wanted(path);
+      for (auto e = externals_info_.begin(); e != externals_info_.end(); ++e) {
+        if (e.value().is_object() && e.value().value("path", ojson()) == wanted) return e.key();
+      }
+    }
+    fail(path, "external item has no '$ref' and no externals_info record");
+  }
+
+  std::string entry(const std::string& ref, const std::vector<ojson>& path) const {
+    if (!archive_.contains(ref)) {
+      fail(path, "'$ref' names entry " + ref + ", which the archive does not contain");
+    }
+    return archive_.read(ref);
+  }
+
+  at::Tensor external_tensor(const ojson& j, std::vector<ojson>& path) {
+    const std::string ref = ref_of(j, path);
+    const std::string bytes = entry(ref, path);
+    at::Tensor t = decode_npy(bytes, archive_.name(), ref);
+    if (const auto declared = shape(j, path)) {
+      if (t.sizes().vec() != *declared) {
+        fail(path, "shape mismatch (JSON says " + shape_text(*declared) + ", " + ref + " holds " +
+                       shape_text(t.sizes().vec()) + ")");
+      }
+    }
+    if (j.contains("dtype")) {
+      const c10::ScalarType want = dtype(j, path);
+      if (want != t.scalar_type()) {
+        // bfloat16 stored as exact <f4 is the documented convention, not an anomaly.
+        const bool convention = want == at::kBFloat16 && t.scalar_type() == at::kFloat;
+        if (!convention) {
+          anomaly(path, "dtype mismatch: JSON says " + j["dtype"].get<std::string>() + ", " + ref +
+                            " holds " + numpy_dtype_name(t.scalar_type()) + "; casting");
+        }
+        t = t.to(want);
+      }
+    }
+    return t;
+  }
+
+  Node jsonl(const ojson& j, std::vector<ojson>& path) {
+    const std::string ref = ref_of(j, path);
+    const std::string text = entry(ref, path);
+    Node::List items;
+    std::size_t start = 0;
+    while (start < text.size()) {
+      auto end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + start, end - start);
+      start = end + 1;
+      if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+      const std::string where = ref + " line " + std::to_string(items.size() + 1);
+      ojson value = parse_json(line, archive_.name(), where, options_.json_limits);
+      path.emplace_back(items.size());
+      items.push_back(walk(value, path));
+      path.pop_back();
+    }
+    return Node(std::move(items));
+  }
+
+  const ArchiveReader& archive_;
+  const ojson& externals_info_;
+  const ReadOptions& options_;
+};
+
+}  // namespace
+
+Node deserialize_tree(const nlohmann::ordered_json& json, const ArchiveReader& archive,
+                      const nlohmann::ordered_json& externals_info, const ReadOptions& options) {
+  Reader r(archive, externals_info, options);
+  std::vector<ojson> path;
+  return r.walk(json, path);
+}
+
+}  // namespace zanj
