@@ -9,7 +9,7 @@ packages=(
   libtorch-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libzip-dev zipcmp zipmerge ziptool zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
-  python3 python3-numpy
+  python3 python3-numpy python3-torch
 )
 
 missing=()
