@@ -55,6 +55,18 @@ std::string temporary_name(const fs::path& final_path) {
       .string();
 }
 
+// The end-of-central-directory record alone is 22 bytes; libzip accepts an empty file as an
+// empty archive, which would hide truncation to zero bytes.
+constexpr std::size_t kMinZipBytes = 22;
+constexpr const char* kTooShort = "not a zip archive (shorter than the 22-byte end record)";
+
+[[noreturn]] void throw_open_error(const std::string& name, int code, const std::string& why) {
+  if (code == ZIP_ER_EXISTS) {
+    detail::throw_format_error(name, "", "duplicate entry name in the zip (" + why + ")");
+  }
+  detail::throw_format_error(name, "", "not a valid zip archive: " + why);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -198,13 +210,16 @@ ArchiveReader ArchiveReader::open(const std::string& path, const ArchiveLimits& 
   std::error_code ec;
   if (!fs::exists(path, ec)) detail::throw_io_error(path, "", "no such file");
   if (fs::is_directory(path, ec)) detail::throw_io_error(path, "", "is a directory, not a file");
+  if (fs::file_size(path, ec) < kMinZipBytes) {
+    detail::throw_format_error(path, "", kTooShort);
+  }
   int code = 0;
   impl->za = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code);
   if (!impl->za) {
     if (code == ZIP_ER_OPEN || code == ZIP_ER_READ) {
       detail::throw_io_error(path, "", "cannot open: " + zip_error_text(code));
     }
-    detail::throw_format_error(path, "", "not a valid zip archive: " + zip_error_text(code));
+    throw_open_error(path, code, zip_error_text(code));
   }
   impl->load_directory();
   return ArchiveReader(std::move(impl));
@@ -216,6 +231,7 @@ ArchiveReader ArchiveReader::from_bytes(std::string bytes, std::string display_n
   impl->name = std::move(display_name);
   impl->limits = limits;
   impl->memory = std::move(bytes);
+  if (impl->memory.size() < kMinZipBytes) detail::throw_format_error(impl->name, "", kTooShort);
   zip_error_t err;
   zip_error_init(&err);
   zip_source_t* src = zip_source_buffer_create(impl->memory.data(), impl->memory.size(), 0, &err);
@@ -227,9 +243,10 @@ ArchiveReader ArchiveReader::from_bytes(std::string bytes, std::string display_n
   impl->za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err);
   if (!impl->za) {
     const std::string why = zip_error_strerror(&err);
+    const int code = zip_error_code_zip(&err);
     zip_error_fini(&err);
     zip_source_free(src);
-    detail::throw_format_error(impl->name, "", "not a valid zip archive: " + why);
+    throw_open_error(impl->name, code, why);
   }
   zip_error_fini(&err);
   impl->load_directory();

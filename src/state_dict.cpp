@@ -53,12 +53,14 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
   if (!stored.is_dict()) {
     detail::throw_format_error(file, "state_dict", "expected a dict of tensors");
   }
-  std::unordered_map<std::string, const at::Tensor*> by_name;
+  // With options.dtype, floating tensors are compared and copied as that dtype.
+  std::unordered_map<std::string, at::Tensor> by_name;
   for (const auto& [key, value] : stored.as_dict()) {
     if (!value.is_tensor()) {
       detail::throw_format_error(file, "state_dict/" + key, "expected a tensor");
     }
-    by_name.emplace(key, &value.tensor());
+    const at::Tensor& t = value.tensor();
+    by_name.emplace(key, options.dtype && t.is_floating_point() ? t.to(*options.dtype) : t);
   }
   const StateDict target = state_dict(module);
   std::vector<std::string> missing, unexpected, shapes, dtypes;
@@ -70,7 +72,7 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
       missing.push_back(name);
       continue;
     }
-    const at::Tensor& src = *it->second;
+    const at::Tensor& src = it->second;
     if (src.sizes() != tensor.sizes()) {
       shapes.push_back(name + " (expected " + shape_text(tensor.sizes()) + ", found " +
                        shape_text(src.sizes()) + ")");
@@ -100,7 +102,7 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
   torch::NoGradGuard no_grad;
   for (const auto& [name, tensor] : target) {
     auto it = by_name.find(name);
-    if (it != by_name.end()) tensor.copy_(*it->second);
+    if (it != by_name.end()) tensor.copy_(it->second);
   }
 }
 

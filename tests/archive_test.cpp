@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <csignal>
+
+#include <configured_model/archive.hpp>
+#include <configured_model/errors.hpp>
+
+#include "test_util.hpp"
+
+namespace {
+
+using ::testing::HasSubstr;
+using zanj_test::TempDir;
+
+TEST(ArchiveTest, RoundTripsStoredAndDeflatedEntries) {
+  TempDir dir;
+  const std::string path = dir.file("a.zanj");
+  const std::string big(100000, 'x');
+  {
+    zanj::ArchiveWriter w(path);
+    w.add("stored.bin", big, zanj::Compression::kStored);
+    w.add("deflated.bin", big, zanj::Compression::kDeflate);
+    w.add("dir/empty", "", zanj::Compression::kStored);
+    w.commit();
+  }
+  const auto r = zanj::ArchiveReader::open(path);
+  ASSERT_EQ(r.entries().size(), 3u);
+  EXPECT_EQ(r.find("stored.bin")->method, 0);
+  EXPECT_EQ(r.find("deflated.bin")->method, 8);
+  EXPECT_LT(r.find("deflated.bin")->compressed_size, 1000u);
+  EXPECT_EQ(r.read("stored.bin"), big);
+  EXPECT_EQ(r.read("deflated.bin"), big);
+  EXPECT_EQ(r.read("dir/empty"), "");
+}
+
+TEST(ArchiveTest, ErrorNamesMissingEntry) {
+  TempDir dir;
+  zanj::ArchiveWriter w(dir.file("a.zanj"));
+  w.add("x", "1", zanj::Compression::kStored);
+  w.commit();
+  const auto r = zanj::ArchiveReader::open(dir.file("a.zanj"));
+  try {
+    r.read("state_dict/fc1.weight.npy");
+    FAIL();
+  } catch (const zanj::FormatError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("a.zanj: state_dict/fc1.weight.npy: no such entry"));
+  }
+}
+
+TEST(ArchiveTest, RefusesAddingAnEntryTwice) {
+  TempDir dir;
+  zanj::ArchiveWriter w(dir.file("a.zanj"));
+  w.add("x", "1", zanj::Compression::kStored);
+  EXPECT_THROW(w.add("x", "2", zanj::Compression::kStored), zanj::FormatError);
+}
+
+TEST(ArchiveTest, MissingFileIsAnIoError) {
+  EXPECT_THROW(zanj::ArchiveReader::open("/nonexistent/dir/x.zanj"), zanj::IoError);
+}
+
+TEST(ArchiveTest, NotAZipIsAFormatError) {
+  TempDir dir;
+  zanj_test::write_bytes(dir.file("x.zanj"), "this is not a zip file at all, just text");
+  EXPECT_THROW(zanj::ArchiveReader::open(dir.file("x.zanj")), zanj::FormatError);
+  EXPECT_THROW(zanj::ArchiveReader::from_bytes("", "mem"), zanj::FormatError);
+}
+
+TEST(ArchiveTest, DetectsCorruptDataByCrc) {
+  TempDir dir;
+  const std::string path = dir.file("a.zanj");
+  {
+    zanj::ArchiveWriter w(path);
+    w.add("data.bin", std::string(4096, 'a'), zanj::Compression::kStored);
+    w.commit();
+  }
+  std::string bytes = zanj_test::read_bytes(path);
+  const auto pos = bytes.find(std::string(64, 'a'));
+  ASSERT_NE(pos, std::string::npos);
+  bytes[pos + 100] ^= 0x01;
+  const auto r = zanj::ArchiveReader::from_bytes(bytes, "flipped.zanj");
+  try {
+    r.read("data.bin");
+    FAIL();
+  } catch (const zanj::FormatError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("flipped.zanj: data.bin: corrupt entry data"));
+  }
+}
+
+TEST(ArchiveTest, TruncatedArchivesNeverCrash) {
+  TempDir dir;
+  const std::string path = dir.file("a.zanj");
+  {
+    zanj::ArchiveWriter w(path);
+    w.add("a", std::string(300, 'a'), zanj::Compression::kDeflate);
+    w.add("b", std::string(300, 'b'), zanj::Compression::kStored);
+    w.commit();
+  }
+  const std::string bytes = zanj_test::read_bytes(path);
+  for (std::size_t n = 0; n < bytes.size(); ++n) {
+    try {
+      const auto r = zanj::ArchiveReader::from_bytes(bytes.substr(0, n), "t.zanj");
+      for (const auto& e : r.entries()) r.read(e.name);
+    } catch (const zanj::FormatError&) {
+      // expected for nearly every length
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "length " << n << ": unexpected " << e.what();
+    }
+  }
+}
+
+TEST(ArchiveTest, RefusesDuplicateEntryNames) {
+  // Two entries named "x" (Python's zipfile allows writing this).
+  const std::string path = zanj_test::data_dir() + "/hostile/duplicate_names.zip";
+  try {
+    zanj::ArchiveReader::open(path);
+    FAIL();
+  } catch (const zanj::FormatError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("duplicate entry name"));
+  }
+}
+
+TEST(ArchiveTest, FailedCommitLeavesThePreviousFileAndNoTemporaries) {
+  TempDir dir;
+  const std::string path = dir.file("a.zanj");
+  {
+    zanj::ArchiveWriter w(path);
+    w.add("v", "old", zanj::Compression::kStored);
+    w.commit();
+  }
+  // A child process limited to 64 KiB files (RLIMIT_FSIZE -> EFBIG) tries to overwrite it.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{65536, 65536};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    try {
+      zanj::ArchiveWriter w(path);
+      w.add("v", std::string(1 << 20, 'n'), zanj::Compression::kStored);
+      w.commit();
+    } catch (const zanj::IoError&) {
+      _exit(3);
+    } catch (...) {
+      _exit(4);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3) << "expected an IoError in the child";
+  EXPECT_EQ(zanj::ArchiveReader::open(path).read("v"), "old");
+  std::size_t files = 0;
+  for (const auto& e : zanj_test::fs::directory_iterator(dir.path())) {
+    ++files;
+    EXPECT_EQ(e.path().filename(), "a.zanj");
+  }
+  EXPECT_EQ(files, 1u);
+}
+
+TEST(ArchiveTest, UnwritableDestinationIsAnIoError) {
+  // The parent "directory" is a regular file: works even as root, unlike permission bits.
+  TempDir dir;
+  zanj_test::write_bytes(dir.file("not_a_dir"), "x");
+  try {
+    zanj::ArchiveWriter w(dir.file("not_a_dir/a.zanj"));
+    w.commit();
+    FAIL();
+  } catch (const zanj::IoError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("not_a_dir/a.zanj"));
+  }
+}
+
+TEST(ArchiveTest, AbandonedWriterLeavesNothingBehind) {
+  TempDir dir;
+  {
+    zanj::ArchiveWriter w(dir.file("a.zanj"));
+    w.add("v", "x", zanj::Compression::kStored);
+  }
+  EXPECT_TRUE(zanj_test::fs::is_empty(dir.path()));
+}
+
+}  // namespace
