@@ -65,8 +65,8 @@ TEST_P(TreeRoundTripTest, EveryDtypeAndShapeBitForBit) {
 INSTANTIATE_TEST_SUITE_P(AllArrayModes, TreeRoundTripTest,
                          ::testing::Values(zanj::ArrayMode::kListMeta, zanj::ArrayMode::kHexMeta,
                                            zanj::ArrayMode::kB64Meta),
-                         [](const ::testing::TestParamInfo<zanj::ArrayMode>& info) {
-                           switch (info.param) {
+                         [](const ::testing::TestParamInfo<zanj::ArrayMode>& param_info) {
+                           switch (param_info.param) {
                              case zanj::ArrayMode::kHexMeta: return std::string("HexMeta");
                              case zanj::ArrayMode::kB64Meta: return std::string("B64Meta");
                              default: return std::string("ListMeta");
