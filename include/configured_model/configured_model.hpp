@@ -12,6 +12,7 @@
 #include <torch/nn/module.h>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/checkpoint_manager.hpp"
 #include "configured_model/config.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
@@ -23,6 +24,7 @@
 #include "configured_model/npy.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/state_dict.hpp"
+#include "configured_model/training_state.hpp"
 #include "configured_model/version.hpp"
 
 namespace zanj {

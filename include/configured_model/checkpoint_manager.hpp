@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "configured_model/node.hpp"
+#include "configured_model/options.hpp"
+#include "configured_model/training_state.hpp"
+
+namespace zanj {
+
+/// When to save and what to keep.
+struct CheckpointPolicy {
+  std::int64_t save_every = 1;   ///< due(step) is true every this many steps (0: never)
+  std::int64_t keep_last = 3;    ///< keep the newest N checkpoints (0: none by recency)
+  std::int64_t keep_best = 0;    ///< keep the best K by `metric` (0: none by metric)
+  std::string metric;            ///< name of the metric passed to save(), e.g. "val_loss"
+  bool maximize = false;         ///< best means largest (true) or smallest (false)
+  std::int64_t keep_every = 0;   ///< keep every checkpoint whose step is a multiple of M forever
+};
+
+/// One checkpoint in the directory.
+struct CheckpointInfo {
+  std::string path;
+  std::int64_t step = 0;
+  nlohmann::json metrics;  ///< as passed to save(); null if unknown
+};
+
+/// Keeps a directory of checkpoints `ckpt-<step>.zanj`, pruned by a policy.
+///
+/// Each save is crash-safe (see zanj::save), then the index `checkpoints.json` (steps and
+/// metrics) is replaced atomically, then old checkpoints are pruned. Pruning never removes the
+/// checkpoint just written, nor the current best. The directory listing is the source of truth
+/// for which checkpoints exist; the index only adds their metrics. Temporary files of
+/// interrupted saves are hidden (`.ckpt-...tmp`) and never listed.
+///
+/// Not safe for two processes managing the same directory at once.
+class CheckpointManager {
+ public:
+  /// Opens (creating if needed) `directory`.
+  /// @throws IoError if it cannot be created.
+  CheckpointManager(std::string directory, CheckpointPolicy policy);
+
+  /// Whether the policy wants a checkpoint after `step` steps.
+  bool due(std::int64_t step) const;
+
+  /// Saves `tree` as the checkpoint for `step` with `metrics` (a JSON object; must contain
+  /// policy.metric when keep_best > 0), then prunes. Returns the path written.
+  std::string save(std::int64_t step, const Node& tree, const nlohmann::json& metrics = nullptr,
+                   const SaveOptions& options = {});
+
+  /// Saves a model with its optimizer, scheduler and counters (`state.step` names the file).
+  template <class Model>
+  std::string save(const Model& model, const torch::optim::Optimizer& optimizer,
+                   const torch::optim::LRScheduler* scheduler, const TrainingState& state,
+                   const nlohmann::json& metrics = nullptr, const SaveOptions& options = {}) {
+    Node root = model.to_node();
+    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
+    return save(state.step, root, metrics, options);
+  }
+
+  /// Every checkpoint, oldest step first.
+  std::vector<CheckpointInfo> list() const;
+  /// The newest checkpoint, if any.
+  std::optional<CheckpointInfo> latest() const;
+  /// The best checkpoint by policy.metric, if any has that metric.
+  std::optional<CheckpointInfo> best() const;
+
+  /// Resumes from latest(): the model, optimizer, scheduler, counters and RNG states.
+  /// @throws IoError if the directory holds no checkpoint.
+  template <class Model>
+  Run<Model> resume_latest(const ReadOptions& options = {}) const {
+    const auto last = latest();
+    if (!last) throw IoError(directory_ + ": no checkpoint to resume from");
+    return resume<Model>(last->path, options);
+  }
+
+  const std::string& directory() const { return directory_; }
+  /// The file name used for `step`.
+  std::string path_for(std::int64_t step) const;
+
+ private:
+  void write_index(const std::vector<CheckpointInfo>& infos) const;
+  void prune(std::int64_t just_written);
+
+  std::string directory_;
+  CheckpointPolicy policy_;
+};
+
+}  // namespace zanj

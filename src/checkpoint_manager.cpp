@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT
+#include "configured_model/checkpoint_manager.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "configured_model/archive.hpp"
+#include "configured_model/errors.hpp"
+#include "configured_model/file.hpp"
+#include "configured_model/json_text.hpp"
+#include "configured_model/logging.hpp"
+
+namespace zanj {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kPrefix = "ckpt-";
+constexpr const char* kSuffix = ".zanj";
+constexpr const char* kIndex = "checkpoints.json";
+
+// "ckpt-00000100.zanj" -> 100; anything else (temporaries, other files) -> nullopt.
+std::optional<std::int64_t> step_of(const std::string& name) {
+  const std::string prefix = kPrefix, suffix = kSuffix;
+  if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return std::nullopt;
+  }
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 18 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  return std::stoll(digits);
+}
+
+}  // namespace
+
+CheckpointManager::CheckpointManager(std::string directory, CheckpointPolicy policy)
+    : directory_(std::move(directory)), policy_(std::move(policy)) {
+  std::error_code ec;
+  fs::create_directories(directory_, ec);
+  if (ec) detail::throw_io_error(directory_, "", "cannot create directory: " + ec.message());
+  if (policy_.keep_best > 0 && policy_.metric.empty()) {
+    throw ConfigError("CheckpointPolicy: keep_best needs a metric name");
+  }
+}
+
+bool CheckpointManager::due(std::int64_t step) const {
+  return policy_.save_every > 0 && step > 0 && step % policy_.save_every == 0;
+}
+
+std::string CheckpointManager::path_for(std::int64_t step) const {
+  char name[64];
+  std::snprintf(name, sizeof(name), "%s%08lld%s", kPrefix, static_cast<long long>(step), kSuffix);
+  return (fs::path(directory_) / name).string();
+}
+
+std::vector<CheckpointInfo> CheckpointManager::list() const {
+  // Metrics from the index, when it is readable; the listing decides what exists.
+  nlohmann::json metrics_by_step = nlohmann::json::object();
+  try {
+    const std::string index_path = (fs::path(directory_) / kIndex).string();
+    std::ifstream in(index_path, std::ios::binary);
+    if (in) {
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const auto j = parse_json(text, index_path, "");
+      if (j.is_object() && j.contains("checkpoints")) {
+        for (const auto& c : j["checkpoints"]) {
+          metrics_by_step[std::to_string(c.at("step").get<std::int64_t>())] = c.value("metrics", nlohmann::ordered_json());
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    logger()->warn("{}: {} unreadable, metrics unknown: {}", directory_, kIndex, e.what());
+  }
+  std::vector<CheckpointInfo> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(directory_, ec)) {
+    if (!entry.is_regular_file()) continue;
+    const auto step = step_of(entry.path().filename().string());
+    if (!step) continue;
+    CheckpointInfo info;
+    info.path = entry.path().string();
+    info.step = *step;
+    auto m = metrics_by_step.find(std::to_string(*step));
+    if (m != metrics_by_step.end()) info.metrics = *m;
+    out.push_back(std::move(info));
+  }
+  if (ec) detail::throw_io_error(directory_, "", "cannot list: " + ec.message());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  return out;
+}
+
+std::optional<CheckpointInfo> CheckpointManager::latest() const {
+  auto all = list();
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
+std::optional<CheckpointInfo> CheckpointManager::best() const {
+  std::optional<CheckpointInfo> best;
+  if (policy_.metric.empty()) return best;
+  for (auto& c : list()) {
+    if (!c.metrics.is_object() || !c.metrics.contains(policy_.metric) ||
+        !c.metrics[policy_.metric].is_number()) {
+      continue;
+    }
+    const double v = c.metrics[policy_.metric].get<double>();
+    if (!best || (policy_.maximize ? v > best->metrics[policy_.metric].get<double>()
+                                   : v < best->metrics[policy_.metric].get<double>())) {
+      best = c;
+    }
+  }
+  return best;
+}
+
+void CheckpointManager::write_index(const std::vector<CheckpointInfo>& infos) const {
+  nlohmann::ordered_json j;
+  j["checkpoints"] = nlohmann::ordered_json::array();
+  for (const auto& c : infos) {
+    j["checkpoints"].push_back({{"file", fs::path(c.path).filename().string()},
+                                {"step", c.step},
+                                {"metrics", nlohmann::ordered_json(c.metrics)}});
+  }
+  // Same crash-safe path as checkpoints: temporary, fsync, rename.
+  const std::string index_path = (fs::path(directory_) / kIndex).string();
+  const std::string tmp = (fs::path(directory_) / ".checkpoints.json.tmp").string();
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << dump_json(j);
+    out.flush();
+    if (!out) detail::throw_io_error(tmp, "", "cannot write the checkpoint index");
+  }
+  if (std::rename(tmp.c_str(), index_path.c_str()) != 0) {
+    detail::throw_io_error(index_path, "", "cannot replace the checkpoint index");
+  }
+}
+
+std::string CheckpointManager::save(std::int64_t step, const Node& tree,
+                                    const nlohmann::json& metrics, const SaveOptions& options) {
+  if (policy_.keep_best > 0 &&
+      (!metrics.is_object() || !metrics.contains(policy_.metric) || !metrics[policy_.metric].is_number())) {
+    throw ConfigError("CheckpointManager::save: metrics must hold a number for '" +
+                      policy_.metric + "' (keep_best is set)");
+  }
+  const std::string path = path_for(step);
+  zanj::save(tree, path, options);
+  auto infos = list();
+  for (auto& c : infos) {
+    if (c.step == step) c.metrics = metrics;
+  }
+  write_index(infos);
+  prune(step);
+  logger()->info("{}: checkpoint at step {} saved", path, step);
+  return path;
+}
+
+void CheckpointManager::prune(std::int64_t just_written) {
+  auto infos = list();
+  std::set<std::int64_t> keep{just_written};
+  if (policy_.keep_last > 0) {
+    for (std::size_t i = infos.size() > static_cast<std::size_t>(policy_.keep_last)
+                             ? infos.size() - static_cast<std::size_t>(policy_.keep_last)
+                             : 0;
+         i < infos.size(); ++i) {
+      keep.insert(infos[i].step);
+    }
+  }
+  if (policy_.keep_every > 0) {
+    for (const auto& c : infos) {
+      if (c.step % policy_.keep_every == 0) keep.insert(c.step);
+    }
+  }
+  if (!policy_.metric.empty()) {
+    std::vector<CheckpointInfo> scored;
+    for (const auto& c : infos) {
+      if (c.metrics.is_object() && c.metrics.contains(policy_.metric) &&
+          c.metrics[policy_.metric].is_number()) {
+        scored.push_back(c);
+      }
+    }
+    std::stable_sort(scored.begin(), scored.end(), [&](const auto& a, const auto& b) {
+      const double va = a.metrics[policy_.metric].template get<double>();
+      const double vb = b.metrics[policy_.metric].template get<double>();
+      return policy_.maximize ? va > vb : va < vb;
+    });
+    const auto k = std::max<std::int64_t>(policy_.keep_best, scored.empty() ? 0 : 1);  // best always kept
+    for (std::size_t i = 0; i < scored.size() && static_cast<std::int64_t>(i) < k; ++i) {
+      keep.insert(scored[i].step);
+    }
+  }
+  bool removed = false;
+  std::vector<CheckpointInfo> kept;
+  for (const auto& c : infos) {
+    if (keep.count(c.step)) {
+      kept.push_back(c);
+      continue;
+    }
+    std::error_code ec;
+    fs::remove(c.path, ec);
+    if (ec) {
+      logger()->warn("{}: cannot remove old checkpoint: {}", c.path, ec.message());
+      kept.push_back(c);
+    } else {
+      removed = true;
+    }
+  }
+  if (removed) write_index(kept);
+}
+
+}  // namespace zanj
