@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT
+// Runs (part of) a training run in its own process, for the resume-exactness and crash tests.
+//
+//   training_helper train OPTIMIZER STEPS OUT [--stop-at K CKPT]   fresh run
+//   training_helper resume CKPT STEPS OUT                          continue a checkpoint
+//   training_helper save-loop PATH                                 save PATH forever (for SIGKILL)
+#include <cstdlib>
+#include <iostream>
+
+#include "train_net.hpp"
+
+namespace {
+
+using zanj_test::TrainNet;
+
+struct Data {
+  torch::Tensor x, y;
+};
+
+Data make_data() {
+  torch::manual_seed(0);
+  return {torch::randn({64, 8}), torch::randint(0, 4, {64})};
+}
+
+void step_once(TrainNet& model, torch::optim::Optimizer& opt, torch::optim::LRScheduler& sched,
+               const Data& d, zanj::TrainingState& state) {
+  model.train();
+  const auto idx = torch::randint(0, 64, {16});  // batch sampling draws from torch's RNG
+  opt.zero_grad();
+  auto loss = torch::nn::functional::cross_entropy(model.forward(d.x.index({idx})), d.y.index({idx}));
+  loss.backward();
+  opt.step();
+  sched.step();
+  state.step += 1;
+  state.samples_seen += 16;
+  model.training_records()["loss"].push_back(loss.item<double>());
+}
+
+int run(TrainNet& model, torch::optim::Optimizer& opt, torch::optim::LRScheduler& sched,
+        zanj::TrainingState state, const Data& d, int64_t steps, const std::string& out,
+        int64_t stop_at, const std::string& ckpt) {
+  while (state.step < steps) {
+    step_once(model, opt, sched, d, state);
+    if (state.step == stop_at) {
+      zanj::save_checkpoint(ckpt, model, opt, &sched, state);
+      return 0;  // the process ends here, as if the run had been stopped
+    }
+  }
+  state.user = {{"finished", true}};
+  zanj::save_checkpoint(out, model, opt, &sched, state);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "train" && (argc == 5 || argc == 8)) {
+    const Data d = make_data();
+    torch::manual_seed(1);
+    auto model = std::make_shared<TrainNet>(zanj_test::TrainNetConfig{});
+    auto opt = zanj_test::make_optimizer(argv[2], *model);
+    zanj::StepLR sched(*opt, 3, 0.5);
+    const int64_t stop_at = argc == 8 ? std::atoll(argv[6]) : -1;
+    return run(*model, *opt, sched, {}, d, std::atoll(argv[3]), argv[4], stop_at,
+               argc == 8 ? argv[7] : "");
+  }
+  if (mode == "resume" && argc == 5) {
+    const Data d = make_data();
+    auto r = zanj::resume<TrainNet>(argv[2]);
+    return run(*r.model, *r.optimizer, *r.scheduler, r.state, d, std::atoll(argv[3]), argv[4], -1, "");
+  }
+  if (mode == "save-loop" && argc == 3) {
+    torch::manual_seed(2);
+    zanj_test::TrainNetConfig big{512, 1024, 512, 0.1};  // ~4 MB of tensors: saves take a while
+    auto model = std::make_shared<TrainNet>(big);
+    for (int64_t i = 0;; ++i) {
+      model->training_records()["iteration"] = i;
+      model->save(argv[2]);
+      std::cout << "saved " << i << std::endl;
+    }
+  }
+  std::cerr << "usage: see the comment at the top of training_helper.cpp\n";
+  return 2;
+} catch (const std::exception& e) {
+  std::cerr << "training_helper: " << e.what() << "\n";
+  return 1;
+}
