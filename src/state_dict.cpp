@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include <torch/torch.h>
+#include <zlib.h>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
@@ -104,6 +105,32 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
     auto it = by_name.find(name);
     if (it != by_name.end()) tensor.copy_(it->second);
   }
+}
+
+std::string state_digest(const StateDict& tensors) {
+  // Two independent 32-bit checksums from zlib (CRC-32 and Adler-32) over everything.
+  uLong crc = crc32(0L, Z_NULL, 0);
+  uLong adler = adler32(0L, Z_NULL, 0);
+  auto feed = [&](const void* data, std::size_t n) {
+    const auto* p = static_cast<const Bytef*>(data);
+    while (n > 0) {
+      const auto chunk = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+      crc = crc32(crc, p, chunk);
+      adler = adler32(adler, p, chunk);
+      p += chunk;
+      n -= chunk;
+    }
+  };
+  for (const auto& [name, tensor] : tensors) {
+    const std::string header = name + "|" + c10::toString(tensor.scalar_type()) + "|" +
+                               shape_text(tensor.sizes()) + "|";
+    feed(header.data(), header.size());
+    const auto t = tensor.detach().to(at::kCPU).contiguous();
+    feed(t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
+  }
+  char out[17];
+  std::snprintf(out, sizeof(out), "%08lx%08lx", crc & 0xffffffffUL, adler & 0xffffffffUL);
+  return out;
 }
 
 namespace detail {

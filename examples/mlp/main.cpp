@@ -4,6 +4,9 @@
 //
 //   mlp_example [--out mlp.zanj] [--hidden-dim 20] [--steps 100]
 //   mlp_example --read some.zanj      # print MyNN's output for a fixed input as JSON
+//   mlp_example --ckpt-dir runs/a --steps 200 [--save-every 10] [--resume]
+//                                     # resumable run: checkpoints every K steps, keeps the
+//                                     # last 3, --resume continues from the latest one
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -47,20 +50,26 @@ bool same_state(const mlp::MyNN& a, const mlp::MyNN& b) {
   return true;
 }
 
-int train_save_check(const std::string& out, int64_t hidden_dim, int steps) {
+// Synthetic two-class problem: is the sum of the inputs positive? Always the same data.
+struct Data {
+  torch::Tensor x, y;
+};
+Data make_data(int64_t input_dim) {
   torch::manual_seed(0);
+  auto x = torch::randn({256, input_dim});
+  return {x, (x.sum(1) > 0).to(torch::kLong)};
+}
+
+int train_save_check(const std::string& out, int64_t hidden_dim, int steps) {
   mlp::MyNNConfig config;
   config.hidden_dim = hidden_dim;
+  const Data data = make_data(config.input_dim);
   auto model = std::make_shared<mlp::MyNN>(config);
   auto loss_fn = model->loss();
-
-  // Synthetic two-class problem: is the sum of the inputs positive?
-  const auto x = torch::randn({256, config.input_dim});
-  const auto y = (x.sum(1) > 0).to(torch::kLong);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
   for (int step = 0; step < steps; ++step) {
     optimizer.zero_grad();
-    auto loss = loss_fn.forward(model->forward(x), y);
+    auto loss = loss_fn.forward(model->forward(data.x), data.y);
     loss.backward();
     optimizer.step();
     model->training_records()["loss"].push_back(loss.item<double>());
@@ -87,25 +96,104 @@ int train_save_check(const std::string& out, int64_t hidden_dim, int steps) {
   return outputs_equal && state_equal && records_equal ? 0 : 1;
 }
 
+// Model and optimizer tensors, sorted by name, for final_state_digest.
+std::string digest(const mlp::MyNN& model, const torch::optim::Optimizer& optimizer) {
+  zanj::StateDict all;
+  for (const auto& [name, t] : zanj::state_dict(model)) all.emplace_back("model/" + name, t);
+  const zanj::Node ts = zanj::training_state_node(model, optimizer, nullptr, {});
+  for (const auto& [param, state] : ts.at("optimizer").at("state").as_dict()) {
+    for (const auto& [key, value] : state.as_dict()) {
+      if (value.is_tensor()) all.emplace_back("optimizer/" + param + "/" + key, value.tensor());
+    }
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return zanj::state_digest(all);
+}
+
+int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, int64_t steps,
+                  int64_t save_every) {
+  zanj::CheckpointPolicy policy;
+  policy.save_every = save_every;
+  policy.keep_last = 3;
+  zanj::CheckpointManager manager(ckpt_dir, policy);
+
+  mlp::MyNNConfig config;
+  config.hidden_dim = hidden_dim;
+  const Data data = make_data(config.input_dim);
+
+  std::shared_ptr<mlp::MyNN> model;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::unique_ptr<torch::optim::LRScheduler> scheduler;
+  zanj::TrainingState state;
+  if (resume) {
+    auto run = manager.resume_latest<mlp::MyNN>();  // restores torch's RNG state too
+    model = run.model;
+    optimizer = std::move(run.optimizer);
+    scheduler = std::move(run.scheduler);
+    state = run.state;
+    std::cout << "resumed from step " << state.step << " in " << ckpt_dir << "\n";
+  } else {
+    model = std::make_shared<mlp::MyNN>(config);
+    optimizer = std::make_unique<torch::optim::SGD>(
+        model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
+    scheduler = std::make_unique<zanj::StepLR>(*optimizer, 50, 0.5);
+  }
+  auto loss_fn = model->loss();
+  while (state.step < steps) {
+    // Minibatches drawn from torch's RNG: resuming must continue the same sequence.
+    const auto idx = torch::randint(0, data.x.size(0), {32});
+    optimizer->zero_grad();
+    auto loss = loss_fn.forward(model->forward(data.x.index({idx})), data.y.index({idx}));
+    loss.backward();
+    optimizer->step();
+    scheduler->step();
+    state.step += 1;
+    state.samples_seen += 32;
+    model->training_records()["loss"].push_back(loss.item<double>());
+    if (manager.due(state.step) || state.step == steps) {
+      manager.save(*model, *optimizer, scheduler.get(), state);
+    }
+  }
+  const auto& losses = model->training_records()["loss"];
+  std::cout << "trained to step " << state.step << ", last loss " << losses.back().get<double>()
+            << "; latest checkpoint " << manager.latest()->path << "\n";
+  std::cout << "final_state_digest=" << digest(*model, *optimizer) << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Train, save and read back the MyNN example model (configured_model)"};
   std::string out = "mlp.zanj";
   std::string read_path;
+  std::string ckpt_dir;
+  bool resume = false;
   int64_t hidden_dim = 20;
-  int steps = 100;
+  int64_t steps = 100;
+  int64_t save_every = 10;
   app.add_option("--out", out, "where to save the trained model")->capture_default_str();
   app.add_option("--hidden-dim", hidden_dim, "hidden layer width (64 makes the first weight "
                  "an external .npy entry)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--steps", steps, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "train until this many steps")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--read", read_path,
                  "read a MyNN checkpoint, print its output for arange(30).reshape(3,10)/10 as "
                  "JSON, and exit");
+  app.add_option("--ckpt-dir", ckpt_dir,
+                 "resumable run: keep checkpoints in this directory (every --save-every steps, "
+                 "last 3 kept); prints final_state_digest=<hex> last");
+  app.add_option("--save-every", save_every, "checkpoint interval for --ckpt-dir")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_flag("--resume", resume, "continue from the latest checkpoint in --ckpt-dir");
   CLI11_PARSE(app, argc, argv);
   try {
     if (!read_path.empty()) return read_and_print(read_path);
-    return train_save_check(out, hidden_dim, steps);
+    if (!ckpt_dir.empty()) return resumable_run(ckpt_dir, resume, hidden_dim, steps, save_every);
+    if (resume) {
+      std::cerr << "error: --resume needs --ckpt-dir\n";
+      return 2;
+    }
+    return train_save_check(out, hidden_dim, static_cast<int>(steps));
   } catch (const zanj::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -29,6 +29,10 @@ StateDict state_dict(const torch::nn::Module& module);
 void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
                      const ReadOptions& options = {});
 
+/// A 16-hex-digit digest of named tensors (names, dtypes, shapes and bytes, in the given order).
+/// Equal digests mean bit-identical tensors (up to CRC collisions); for comparing runs.
+std::string state_digest(const StateDict& tensors);
+
 namespace detail {
 
 /// The parts of a stored ConfiguredModel (section 8.1 of docs/FORMAT.md).
