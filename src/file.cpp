@@ -24,18 +24,25 @@ void save(const Node& root, const std::string& path, const SaveOptions& options)
   SerializedTree tree = serialize_tree(root, options);
   const ojson meta = make_metadata(options, tree.externals);
   ArchiveWriter writer(path);
-  std::size_t total = 0;
   // Python's order: meta, tree, then externals in the order they were met.
   std::string meta_text = dump_json(meta);
   std::string tree_text = dump_json(tree.json);
-  total += meta_text.size() + tree_text.size();
-  writer.add(kMetaEntry, std::move(meta_text), options.compression);
-  writer.add(kTreeEntry, std::move(tree_text), options.compression);
-  for (auto& e : tree.externals) {
-    logger()->debug("{}: writing {} ({} bytes)", path, e.name, e.bytes.size());
-    total += e.bytes.size();
-    writer.add(e.name, std::move(e.bytes), options.compression);
-  }
+  Progress progress;
+  progress.bytes_total = meta_text.size() + tree_text.size();
+  for (const auto& e : tree.externals) progress.bytes_total += e.bytes.size();
+  auto add = [&](const std::string& name, std::string bytes) {
+    logger()->debug("{}: writing {} ({} bytes)", path, name, bytes.size());
+    progress.bytes_done += bytes.size();
+    writer.add(name, std::move(bytes), options.compression);
+    if (options.progress) {
+      progress.entry = name;
+      options.progress(progress);
+    }
+  };
+  add(kMetaEntry, std::move(meta_text));
+  add(kTreeEntry, std::move(tree_text));
+  for (auto& e : tree.externals) add(e.name, std::move(e.bytes));
+  const auto total = progress.bytes_total;
   writer.commit();
   logger()->info("saved {} ({} bytes, {} external entries)", path, total, tree.externals.size());
 }

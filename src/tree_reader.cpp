@@ -10,6 +10,7 @@
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
+#include "configured_model/metadata.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
 
@@ -40,7 +41,12 @@ std::string json_type(const ojson& v) {
 class Reader {
  public:
   Reader(const ArchiveReader& archive, const ojson& externals_info, const ReadOptions& options)
-      : archive_(archive), externals_info_(externals_info), options_(options) {}
+      : archive_(archive), externals_info_(externals_info), options_(options) {
+    // The JSON entries are read before the tree is walked; progress counts the externals.
+    for (const auto& e : archive.entries()) {
+      if (e.name != kTreeEntry && e.name != kMetaEntry) progress_.bytes_total += e.size;
+    }
+  }
 
   Node walk(const ojson& j, std::vector<ojson>& path) {
     if (j.is_array()) {
@@ -306,11 +312,17 @@ class Reader {
     fail(path, "external item has no '$ref' and no externals_info record");
   }
 
-  std::string entry(const std::string& ref, const std::vector<ojson>& path) const {
+  std::string entry(const std::string& ref, const std::vector<ojson>& path) {
     if (!archive_.contains(ref)) {
       fail(path, "'$ref' names entry " + ref + ", which the archive does not contain");
     }
-    return archive_.read(ref);
+    std::string bytes = archive_.read(ref);
+    if (options_.progress) {
+      progress_.bytes_done += bytes.size();
+      progress_.entry = ref;
+      options_.progress(progress_);
+    }
+    return bytes;
   }
 
   at::Tensor external_tensor(const ojson& j, std::vector<ojson>& path) {
@@ -361,6 +373,7 @@ class Reader {
   const ArchiveReader& archive_;
   const ojson& externals_info_;
   const ReadOptions& options_;
+  Progress progress_;
 };
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "configured_model/options.hpp"
 #include "configured_model/state_dict.hpp"
 #include "configured_model/training_state.hpp"
+#include "configured_model/verify.hpp"
 #include "configured_model/version.hpp"
 
 namespace zanj {

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <optional>
 
 #include <c10/core/Device.h>
@@ -29,6 +31,14 @@ enum class ErrorMode {
   kIgnore,  ///< go on silently
 };
 
+/// How far a save or read has come: called after each entry.
+struct Progress {
+  std::uint64_t bytes_done = 0;   ///< bytes of entries written or read so far
+  std::uint64_t bytes_total = 0;  ///< bytes of all entries
+  std::string entry;              ///< the entry just finished, e.g. "state_dict/fc1.weight.npy"
+};
+using ProgressCallback = std::function<void(const Progress&)>;
+
 /// Options for writing a `.zanj` file. Defaults mirror Python ZANJ except compression.
 struct SaveOptions {
   /// Tensors with at least this many elements go to external `.npy` entries (inclusive, as in
@@ -42,6 +52,8 @@ struct SaveOptions {
   /// Compression of every entry. NOTE: Python ZANJ deflates by default; we store, because
   /// tensor data barely compresses and stored entries are far faster to write and read.
   Compression compression = Compression::kStored;
+  /// Called after each entry is written (from the saving thread). Empty: no reports.
+  ProgressCallback progress;
 };
 
 /// Options for reading a `.zanj` file.
@@ -56,6 +68,8 @@ struct ReadOptions {
   bool strict = true;
   ArchiveLimits archive_limits;
   JsonLimits json_limits;
+  /// Called after each entry is read (from the reading thread). Empty: no reports.
+  ProgressCallback progress;
 };
 
 }  // namespace zanj
