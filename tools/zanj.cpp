@@ -383,6 +383,10 @@ void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key
     for (std::size_t i = 0; i < a.size(); ++i) diff_nodes(a.at(i), b.at(i), child(std::to_string(i)), out);
     return;
   }
+  if (a.is_list() && b.is_list()) {
+    out.push_back({key, "value", "list of " + std::to_string(a.size()) + " vs list of " + std::to_string(b.size())});
+    return;
+  }
   const auto da = zanj::dump_json(describe(a), zanj::JsonStyle::kLine);
   const auto db = zanj::dump_json(describe(b), zanj::JsonStyle::kLine);
   if (da != db) {

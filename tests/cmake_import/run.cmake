@@ -1,0 +1,25 @@
+# Installs the built project into a temporary prefix, then builds and runs two consumers
+# against it with find_package: tests/cmake_import and examples/mlp (stand-alone).
+file(REMOVE_RECURSE "${WORK}")
+function(step)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  message(STATUS "${out}")
+endfunction()
+step("${CMAKE_COMMAND}" --install "${BUILD}" --prefix "${WORK}/prefix")
+foreach(consumer cmake_import mlp)
+  if(consumer STREQUAL "mlp")
+    set(src "${SOURCE}/examples/mlp")
+  else()
+    set(src "${SOURCE}/tests/cmake_import")
+  endif()
+  step("${CMAKE_COMMAND}" -S "${src}" -B "${WORK}/${consumer}" -G Ninja
+       -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK}/prefix"
+       -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
+  step("${CMAKE_COMMAND}" --build "${WORK}/${consumer}")
+endforeach()
+step("${WORK}/cmake_import/consumer" "${WORK}/tiny.zanj")
+step("${WORK}/mlp/mlp_example" --out "${WORK}/mlp.zanj" --steps 5)
+step("${WORK}/prefix/bin/zanj" verify "${WORK}/mlp.zanj")
