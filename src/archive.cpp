@@ -155,6 +155,7 @@ void ArchiveWriter::commit() {
 
 struct ArchiveReader::Impl {
   std::string name;
+  std::uint64_t file_bytes = 0;  // size of the whole archive, bounds every declared size
   std::string memory;  // backing bytes for from_bytes()
   zip_t* za = nullptr;
   ArchiveLimits limits;
@@ -210,7 +211,8 @@ ArchiveReader ArchiveReader::open(const std::string& path, const ArchiveLimits& 
   std::error_code ec;
   if (!fs::exists(path, ec)) detail::throw_io_error(path, "", "no such file");
   if (fs::is_directory(path, ec)) detail::throw_io_error(path, "", "is a directory, not a file");
-  if (fs::file_size(path, ec) < kMinZipBytes) {
+  impl->file_bytes = fs::file_size(path, ec);
+  if (impl->file_bytes < kMinZipBytes) {
     detail::throw_format_error(path, "", kTooShort);
   }
   int code = 0;
@@ -231,6 +233,7 @@ ArchiveReader ArchiveReader::from_bytes(std::string bytes, std::string display_n
   impl->name = std::move(display_name);
   impl->limits = limits;
   impl->memory = std::move(bytes);
+  impl->file_bytes = impl->memory.size();
   if (impl->memory.size() < kMinZipBytes) detail::throw_format_error(impl->name, "", kTooShort);
   zip_error_t err;
   zip_error_init(&err);
@@ -267,6 +270,20 @@ std::string ArchiveReader::read(std::string_view entry_name) const {
   const std::string& file = impl_->name;
   if (!e) detail::throw_format_error(file, entry_name, "no such entry in the archive");
   const auto& limits = impl_->limits;
+  // Declared sizes are checked against the file before anything is allocated.
+  if (e->compressed_size > impl_->file_bytes) {
+    detail::throw_format_error(file, entry_name,
+                               "declared compressed size " + std::to_string(e->compressed_size) +
+                                   " exceeds the archive size " + std::to_string(impl_->file_bytes));
+  }
+  if (e->method == ZIP_CM_STORE && e->size != e->compressed_size) {
+    detail::throw_format_error(file, entry_name,
+                               "stored entry with size " + std::to_string(e->size) +
+                                   " != compressed size " + std::to_string(e->compressed_size));
+  }
+  if (e->method != ZIP_CM_STORE && e->compressed_size == 0 && e->size > 0) {
+    detail::throw_format_error(file, entry_name, "deflated entry with no compressed data");
+  }
   if (e->size > limits.max_entry_bytes) {
     detail::throw_format_error(file, entry_name,
                                "entry of " + std::to_string(e->size) +

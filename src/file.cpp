@@ -2,6 +2,8 @@
 // Tree <-> archive: the top of the save and read pipelines.
 #include "configured_model/file.hpp"
 
+#include <c10/util/Exception.h>
+
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
@@ -47,7 +49,9 @@ void save(const Node& root, const std::string& path, const SaveOptions& options)
   logger()->info("saved {} ({} bytes, {} external entries)", path, total, tree.externals.size());
 }
 
-Node read(const ArchiveReader& archive, const ReadOptions& options) {
+namespace {
+
+Node read_tree(const ArchiveReader& archive, const ReadOptions& options) {
   const ojson meta = read_meta(archive, options);
   const std::string& file = archive.name();
   ojson externals_info;
@@ -79,6 +83,23 @@ Node read(const ArchiveReader& archive, const ReadOptions& options) {
   Node root = deserialize_tree(json, archive, externals_info, options);
   logger()->info("read {} ({} entries)", file, archive.entries().size());
   return root;
+}
+
+}  // namespace
+
+Node read(const ArchiveReader& archive, const ReadOptions& options) {
+  try {
+    return read_tree(archive, options);
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    detail::throw_format_error(archive.name(), "",
+                               std::string("unreadable: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    // Nothing but zanj::Error leaves a read: torch, nlohmann and allocation failures caused by
+    // a file are reported as a FormatError naming it.
+    detail::throw_format_error(archive.name(), "", std::string("unreadable: ") + e.what());
+  }
 }
 
 Node read(const std::string& path, const ReadOptions& options) {

@@ -171,6 +171,11 @@ std::string dump_json(const nlohmann::ordered_json& value, JsonStyle style) {
 
 nlohmann::ordered_json parse_json(std::string_view text, std::string_view file,
                                   std::string_view entry, const JsonLimits& limits) {
+  if (text.size() > limits.max_bytes) {
+    detail::throw_format_error(file, entry,
+                               "JSON text of " + std::to_string(text.size()) +
+                                   " bytes exceeds the limit of " + std::to_string(limits.max_bytes));
+  }
   if (text.find(kSentinelPrefix) != std::string_view::npos) {
     detail::throw_format_error(file, entry,
                                "JSON text contains the reserved string \"\\u0000zanj:\"");

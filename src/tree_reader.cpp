@@ -162,12 +162,15 @@ class Reader {
         fail(path, e.what());
       }
       const int64_t n = checked_numel(*declared, path);
-      at::Tensor t = at::empty(*declared, at::TensorOptions().dtype(type == at::kBool ? at::kByte : type));
-      const auto expected = static_cast<std::size_t>(n) * t.element_size();
-      if (bytes.size() != expected) {
+      const auto storage = type == at::kBool ? at::kByte : type;
+      std::size_t expected = 0;
+      if (__builtin_mul_overflow(static_cast<std::size_t>(n), c10::elementSize(storage), &expected) ||
+          bytes.size() != expected) {
         fail(path, "data holds " + std::to_string(bytes.size()) + " bytes (expected " +
                        std::to_string(expected) + " for shape and dtype)");
       }
+      // Allocated only once the data is known to fill it exactly.
+      at::Tensor t = at::empty(*declared, at::TensorOptions().dtype(storage));
       if (expected) std::memcpy(t.data_ptr(), bytes.data(), expected);
       return type == at::kBool ? t.ne(0) : t;
     }

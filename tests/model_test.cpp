@@ -208,6 +208,18 @@ TEST(ConfiguredModelTest, ConfigErrorsNameTheField) {
     EXPECT_THAT(e.what(), HasSubstr("type.zanj: zanj_model_config: "));
     EXPECT_THAT(e.what(), HasSubstr("field 'hidden_dim': expected integer, found string"));
   }
+  // nlohmann would truncate 20.5 (and NaN) into an int silently: refused, naming the field.
+  for (double bad : {20.5, 20.0}) {
+    tree = stored_model(trained_model());
+    tree.at("zanj_model_config").at("hidden_dim") = nlohmann::json(bad);
+    zanj::save(tree, dir.file("float.zanj"));
+    try {
+      MyNN::read(dir.file("float.zanj"));
+      FAIL();
+    } catch (const zanj::ConfigError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("field 'hidden_dim': expected integer, found float"));
+    }
+  }
   tree = stored_model(trained_model());
   tree.at("zanj_model_config").erase("output_dim");
   zanj::save(tree, dir.file("missing.zanj"));

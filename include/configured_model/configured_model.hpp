@@ -7,6 +7,7 @@
 #include <string>
 #include <type_traits>
 
+#include <c10/util/Exception.h>
 #include <c10/util/Type.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
@@ -127,6 +128,11 @@ class ConfiguredModel : public torch::nn::Module {
       model = std::make_shared<Derived>(std::move(config));
     } catch (const Error&) {
       throw;
+    } catch (const c10::Error& e) {
+      throw ConfigError(detail::message(file, "zanj_model_config",
+                                        "constructing " + class_name() +
+                                            " from the stored config failed: " +
+                                            e.what_without_backtrace()));
     } catch (const std::exception& e) {
       throw ConfigError(detail::message(
           file, "zanj_model_config",

@@ -25,7 +25,8 @@ std::string format_double(double value);
 
 /// Limits applied while parsing JSON text from a file.
 struct JsonLimits {
-  std::size_t max_depth = 512;  ///< deepest nesting of arrays/objects accepted
+  std::size_t max_depth = 512;             ///< deepest nesting of arrays/objects accepted
+  std::size_t max_bytes = 256ULL << 20;    ///< longest JSON text accepted (256 MiB)
 };
 
 /// Parses JSON text that may contain Python's `NaN`, `Infinity` and `-Infinity` tokens.
