@@ -132,9 +132,14 @@ class Reader {
   }
 
   int64_t checked_numel(const std::vector<int64_t>& s, const std::vector<ojson>& path) const {
-    int64_t n = 1;
+    // Zero dimensions do not excuse the others: torch refuses shapes whose non-zero dimensions
+    // overflow (16 bytes covers the widest item).
+    int64_t bound = 16, n = 1;
     for (auto d : s) {
-      if (__builtin_mul_overflow(n, d, &n)) fail(path, "shape product overflows");
+      if (__builtin_mul_overflow(bound, std::max<int64_t>(d, 1), &bound)) {
+        fail(path, "shape product overflows");
+      }
+      n *= d;
     }
     return n;
   }

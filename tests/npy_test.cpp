@@ -182,6 +182,20 @@ TEST(NpyTest, RejectsHeadersThatLie) {
                zanj::FormatError);
 }
 
+TEST(NpyTest, RefusesHugeDimensionsBesideAZero) {
+  // Found by fuzzing: the element count is 0, but torch cannot allocate the shape.
+  try {
+    zanj::decode_npy(with_header("{'descr': '|i2', 'fortran_order': True, 'shape': (0, 800000000709951329, 6, 4), }"),
+                     "f.zanj", "x.npy");
+    FAIL();
+  } catch (const zanj::FormatError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("f.zanj: x.npy: shape (0, 800000000709951329, 6, 4) overflows"));
+  }
+  EXPECT_EQ(zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000), }"))
+                .sizes(),
+            at::IntArrayRef({0, 1000000}));
+}
+
 TEST(NpyTest, BoolBytesOtherThanZeroOrOneBecomeTrue) {
   std::string b = zanj::encode_npy(torch::tensor({false, true, false}));
   b[b.size() - 1] = 7;
