@@ -9,3 +9,16 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCONFIGURED_MODEL_WERROR=ON >/dev/null
 cmake --build "$build"
 ctest --test-dir "$build" --output-on-failure -j "$(nproc)"
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer (libtorch itself is
+# not instrumented). Set CONFIGURED_MODEL_SANITIZE_RUN=0 to skip it locally.
+if [ "${CONFIGURED_MODEL_SANITIZE_RUN:-1}" = 1 ]; then
+  asan="${ASAN_BUILD_DIR:-$build-asan}"
+  cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCONFIGURED_MODEL_SANITIZE=ON -DCONFIGURED_MODEL_INSTALL=OFF >/dev/null
+  cmake --build "$asan"
+  export ASAN_OPTIONS="detect_leaks=1:strict_init_order=1:check_initialization_order=1"
+  export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  ctest --test-dir "$asan" --output-on-failure -j "$(nproc)" --timeout 900
+fi
