@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: MIT
 // libFuzzer target: the .npy parser. Any input must decode or throw zanj::FormatError.
+#include <configured_model/errors.hpp>
+#include <configured_model/npy.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-
-#include <configured_model/errors.hpp>
-#include <configured_model/npy.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
 // libFuzzer target: the ZANJ JSON tree reader (tags, dtypes, shapes, $ref). The input is the
 // text of __zanj__.json; the archive around it holds a few real entries to point at.
+#include <configured_model/configured_model.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <string>
-
-#include <configured_model/configured_model.hpp>
 
 namespace {
 

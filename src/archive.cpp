@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <zip.h>
 
 #include <cerrno>
 #include <cstring>
@@ -10,8 +11,6 @@
 #include <random>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <zip.h>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
@@ -85,8 +84,9 @@ ArchiveWriter::ArchiveWriter(std::string path) : path_(std::move(path)), impl_(n
   std::error_code ec;
   fs::create_directories(final_path.parent_path(), ec);
   if (ec) {
-    detail::throw_io_error(path_, "", "cannot create directory " +
-                                          final_path.parent_path().string() + ": " + ec.message());
+    detail::throw_io_error(
+        path_, "",
+        "cannot create directory " + final_path.parent_path().string() + ": " + ec.message());
   }
   impl_->tmp_path = temporary_name(final_path);
   int code = 0;
@@ -138,8 +138,8 @@ void ArchiveWriter::commit() {
   try {
     fsync_path(impl_->tmp_path, false);
     if (::rename(impl_->tmp_path.c_str(), path_.c_str()) != 0) {
-      detail::throw_io_error(path_, "", "cannot rename " + impl_->tmp_path + " into place: " +
-                                            errno_text(errno));
+      detail::throw_io_error(
+          path_, "", "cannot rename " + impl_->tmp_path + " into place: " + errno_text(errno));
     }
   } catch (...) {
     std::error_code ec;
@@ -156,7 +156,7 @@ void ArchiveWriter::commit() {
 struct ArchiveReader::Impl {
   std::string name;
   std::uint64_t file_bytes = 0;  // size of the whole archive, bounds every declared size
-  std::string memory;  // backing bytes for from_bytes()
+  std::string memory;            // backing bytes for from_bytes()
   zip_t* za = nullptr;
   ArchiveLimits limits;
   std::vector<EntryInfo> entries;
@@ -170,9 +170,9 @@ struct ArchiveReader::Impl {
     const zip_int64_t n = zip_get_num_entries(za, 0);
     if (n < 0) detail::throw_format_error(name, "", "cannot read the zip central directory");
     if (static_cast<std::uint64_t>(n) > limits.max_entries) {
-      detail::throw_format_error(name, "", "too many entries (limit " +
-                                               std::to_string(limits.max_entries) + ", found " +
-                                               std::to_string(n) + ")");
+      detail::throw_format_error(name, "",
+                                 "too many entries (limit " + std::to_string(limits.max_entries) +
+                                     ", found " + std::to_string(n) + ")");
     }
     entries.reserve(static_cast<std::size_t>(n));
     for (zip_int64_t i = 0; i < n; ++i) {
@@ -274,7 +274,8 @@ std::string ArchiveReader::read(std::string_view entry_name) const {
   if (e->compressed_size > impl_->file_bytes) {
     detail::throw_format_error(file, entry_name,
                                "declared compressed size " + std::to_string(e->compressed_size) +
-                                   " exceeds the archive size " + std::to_string(impl_->file_bytes));
+                                   " exceeds the archive size " +
+                                   std::to_string(impl_->file_bytes));
   }
   if (e->method == ZIP_CM_STORE && e->size != e->compressed_size) {
     detail::throw_format_error(file, entry_name,

@@ -28,7 +28,8 @@ std::optional<std::int64_t> step_of(const std::string& name) {
       name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
     return std::nullopt;
   }
-  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  const std::string digits =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
   if (digits.empty() || digits.size() > 18 ||
       digits.find_first_not_of("0123456789") != std::string::npos) {
     return std::nullopt;
@@ -69,7 +70,8 @@ std::vector<CheckpointInfo> CheckpointManager::list() const {
       const auto j = parse_json(text, index_path, "");
       if (j.is_object() && j.contains("checkpoints")) {
         for (const auto& c : j["checkpoints"]) {
-          metrics_by_step[std::to_string(c.at("step").get<std::int64_t>())] = c.value("metrics", nlohmann::ordered_json());
+          metrics_by_step[std::to_string(c.at("step").get<std::int64_t>())] =
+              c.value("metrics", nlohmann::ordered_json());
         }
       }
     }
@@ -141,10 +143,10 @@ void CheckpointManager::write_index(const std::vector<CheckpointInfo>& infos) co
 
 std::string CheckpointManager::save(std::int64_t step, const Node& tree,
                                     const nlohmann::json& metrics, const SaveOptions& options) {
-  if (policy_.keep_best > 0 &&
-      (!metrics.is_object() || !metrics.contains(policy_.metric) || !metrics[policy_.metric].is_number())) {
-    throw ConfigError("CheckpointManager::save: metrics must hold a number for '" +
-                      policy_.metric + "' (keep_best is set)");
+  if (policy_.keep_best > 0 && (!metrics.is_object() || !metrics.contains(policy_.metric) ||
+                                !metrics[policy_.metric].is_number())) {
+    throw ConfigError("CheckpointManager::save: metrics must hold a number for '" + policy_.metric +
+                      "' (keep_best is set)");
   }
   const std::string path = path_for(step);
   zanj::save(tree, path, options);
@@ -187,7 +189,8 @@ void CheckpointManager::prune(std::int64_t just_written) {
       const double vb = b.metrics[policy_.metric].template get<double>();
       return policy_.maximize ? va > vb : va < vb;
     });
-    const auto k = std::max<std::int64_t>(policy_.keep_best, scored.empty() ? 0 : 1);  // best always kept
+    const auto k =
+        std::max<std::int64_t>(policy_.keep_best, scored.empty() ? 0 : 1);  // best always kept
     for (std::size_t i = 0; i < scored.size() && static_cast<std::int64_t>(i) < k; ++i) {
       keep.insert(scored[i].step);
     }

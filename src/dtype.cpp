@@ -32,20 +32,31 @@ constexpr std::array<DtypeNames, 12> kNames{{
 // torch; "byte" is int8 to numpy and uint8 to torch), so the tables are kept apart.
 using Alias = std::pair<const char*, c10::ScalarType>;
 constexpr std::array<Alias, 15> kNumpyAliases{{
-    {"bool_", c10::ScalarType::Bool},     {"bool8", c10::ScalarType::Bool},
-    {"ubyte", c10::ScalarType::Byte},     {"byte", c10::ScalarType::Char},
-    {"short", c10::ScalarType::Short},    {"intc", c10::ScalarType::Int},
-    {"int", c10::ScalarType::Long},       {"int_", c10::ScalarType::Long},
-    {"longlong", c10::ScalarType::Long},  {"half", c10::ScalarType::Half},
-    {"single", c10::ScalarType::Float},   {"float", c10::ScalarType::Double},
-    {"double", c10::ScalarType::Double},  {"csingle", c10::ScalarType::ComplexFloat},
+    {"bool_", c10::ScalarType::Bool},
+    {"bool8", c10::ScalarType::Bool},
+    {"ubyte", c10::ScalarType::Byte},
+    {"byte", c10::ScalarType::Char},
+    {"short", c10::ScalarType::Short},
+    {"intc", c10::ScalarType::Int},
+    {"int", c10::ScalarType::Long},
+    {"int_", c10::ScalarType::Long},
+    {"longlong", c10::ScalarType::Long},
+    {"half", c10::ScalarType::Half},
+    {"single", c10::ScalarType::Float},
+    {"float", c10::ScalarType::Double},
+    {"double", c10::ScalarType::Double},
+    {"csingle", c10::ScalarType::ComplexFloat},
     {"cdouble", c10::ScalarType::ComplexDouble},
 }};
 constexpr std::array<Alias, 9> kTorchAliases{{
-    {"byte", c10::ScalarType::Byte},    {"short", c10::ScalarType::Short},
-    {"int", c10::ScalarType::Int},      {"long", c10::ScalarType::Long},
-    {"half", c10::ScalarType::Half},    {"float", c10::ScalarType::Float},
-    {"double", c10::ScalarType::Double}, {"cfloat", c10::ScalarType::ComplexFloat},
+    {"byte", c10::ScalarType::Byte},
+    {"short", c10::ScalarType::Short},
+    {"int", c10::ScalarType::Int},
+    {"long", c10::ScalarType::Long},
+    {"half", c10::ScalarType::Half},
+    {"float", c10::ScalarType::Float},
+    {"double", c10::ScalarType::Double},
+    {"cfloat", c10::ScalarType::ComplexFloat},
     {"cdouble", c10::ScalarType::ComplexDouble},
 }};
 
@@ -71,8 +82,8 @@ std::string torch_dtype_name(c10::ScalarType dtype) {
 std::optional<c10::ScalarType> parse_dtype_name(std::string_view name) {
   // "<class 'numpy.float32'>" and "<class 'torch.float32'>" (keys of Python's TORCH_DTYPE_MAP).
   constexpr std::string_view kClassPrefix = "<class '";
-  if (name.substr(0, kClassPrefix.size()) == kClassPrefix && name.size() > kClassPrefix.size() + 2 &&
-      name.substr(name.size() - 2) == "'>") {
+  if (name.substr(0, kClassPrefix.size()) == kClassPrefix &&
+      name.size() > kClassPrefix.size() + 2 && name.substr(name.size() - 2) == "'>") {
     name = name.substr(kClassPrefix.size(), name.size() - kClassPrefix.size() - 2);
     if (name.substr(0, 6) == "numpy.") name.remove_prefix(6);
   }

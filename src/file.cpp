@@ -58,7 +58,8 @@ Node read_tree(const ArchiveReader& archive, const ReadOptions& options) {
   if (meta.is_null()) {
     const std::string what = std::string(kMetaEntry) + " is missing (Python ZANJ requires it)";
     if (options.error_mode == ErrorMode::kExcept) detail::throw_format_error(file, "", what);
-    if (options.error_mode == ErrorMode::kWarn) logger()->warn("{}", detail::message(file, "", what));
+    if (options.error_mode == ErrorMode::kWarn)
+      logger()->warn("{}", detail::message(file, "", what));
   } else {
     check_metadata(meta, file, options);
     auto it = meta.find("externals_info");
@@ -78,8 +79,7 @@ Node read_tree(const ArchiveReader& archive, const ReadOptions& options) {
   if (!archive.contains(kTreeEntry)) {
     detail::throw_format_error(file, kTreeEntry, "missing (not a ZANJ archive)");
   }
-  const ojson json =
-      parse_json(archive.read(kTreeEntry), file, kTreeEntry, options.json_limits);
+  const ojson json = parse_json(archive.read(kTreeEntry), file, kTreeEntry, options.json_limits);
   Node root = deserialize_tree(json, archive, externals_info, options);
   logger()->info("read {} ({} entries)", file, archive.entries().size());
   return root;

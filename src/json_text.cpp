@@ -174,7 +174,8 @@ nlohmann::ordered_json parse_json(std::string_view text, std::string_view file,
   if (text.size() > limits.max_bytes) {
     detail::throw_format_error(file, entry,
                                "JSON text of " + std::to_string(text.size()) +
-                                   " bytes exceeds the limit of " + std::to_string(limits.max_bytes));
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(limits.max_bytes));
   }
   if (text.find(kSentinelPrefix) != std::string_view::npos) {
     detail::throw_format_error(file, entry,

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/logging.hpp"
 
-#include <atomic>
-#include <mutex>
-
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
 
 namespace zanj {
 namespace {

@@ -2,14 +2,13 @@
 #include "configured_model/metadata.hpp"
 
 #include <sys/utsname.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <thread>
-
-#include <torch/cuda.h>
-#include <torch/version.h>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
@@ -38,9 +37,12 @@ std::string cpu_model() {
 
 const char* mode_name(ArrayMode m) {
   switch (m) {
-    case ArrayMode::kHexMeta: return "array_hex_meta";
-    case ArrayMode::kB64Meta: return "array_b64_meta";
-    case ArrayMode::kListMeta: break;
+    case ArrayMode::kHexMeta:
+      return "array_hex_meta";
+    case ArrayMode::kB64Meta:
+      return "array_b64_meta";
+    case ArrayMode::kListMeta:
+      break;
   }
   return "array_list_meta";
 }
@@ -67,10 +69,11 @@ nlohmann::ordered_json sysinfo() {
   if (uname(&u) == 0) {
     os = {{"sysname", u.sysname}, {"release", u.release}, {"machine", u.machine}};
   }
-  return {{"libtorch", torch_info},
-          {"compiler", CONFIGURED_MODEL_COMPILER},
-          {"os", os},
-          {"cpu", {{"model", cpu_model()}, {"logical_cores", std::thread::hardware_concurrency()}}}};
+  return {
+      {"libtorch", torch_info},
+      {"compiler", CONFIGURED_MODEL_COMPILER},
+      {"os", os},
+      {"cpu", {{"model", cpu_model()}, {"logical_cores", std::thread::hardware_concurrency()}}}};
 }
 
 nlohmann::ordered_json make_metadata(const SaveOptions& options,
@@ -117,10 +120,12 @@ void check_metadata(const nlohmann::ordered_json& meta, const std::string& file,
     }
     const auto version = fv->get<std::int64_t>();
     if (version > kFormatVersion) {
-      throw VersionError(detail::message(
-          file, kMetaEntry,
-          "format version " + std::to_string(version) + " is newer than this library understands "
-          "(expected <= " + std::to_string(kFormatVersion) + "). Upgrade configured_model."));
+      throw VersionError(detail::message(file, kMetaEntry,
+                                         "format version " + std::to_string(version) +
+                                             " is newer than this library understands "
+                                             "(expected <= " +
+                                             std::to_string(kFormatVersion) +
+                                             "). Upgrade configured_model."));
     }
   }
   auto lv = cm->find("library_version");

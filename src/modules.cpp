@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/modules.hpp"
 
-#include <map>
-#include <mutex>
-#include <set>
-
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/loss.h>
+
+#include <map>
+#include <mutex>
+#include <set>
 
 #include "configured_model/errors.hpp"
 
@@ -47,8 +47,10 @@ class Kwargs {
     } else if (r == "none") {
       opts.reduction(torch::kNone);
     } else {
-      throw ConfigError(owner_ + ": keyword argument 'reduction': expected \"mean\", \"sum\" or "
-                        "\"none\", found \"" + r + "\"");
+      throw ConfigError(owner_ +
+                        ": keyword argument 'reduction': expected \"mean\", \"sum\" or "
+                        "\"none\", found \"" +
+                        r + "\"");
     }
   }
 
@@ -80,11 +82,19 @@ Registry& activations() {
     auto* reg = new Registry;
     auto& f = reg->factories;
     using namespace torch::nn;
-    f["ReLU"] = [](const json& k) { Kwargs a("ReLU", k); return a.done(ReLU(ReLUOptions().inplace(a.get("inplace", false)))); };
-    f["ReLU6"] = [](const json& k) { Kwargs a("ReLU6", k); return a.done(ReLU6(ReLU6Options().inplace(a.get("inplace", false)))); };
+    f["ReLU"] = [](const json& k) {
+      Kwargs a("ReLU", k);
+      return a.done(ReLU(ReLUOptions().inplace(a.get("inplace", false))));
+    };
+    f["ReLU6"] = [](const json& k) {
+      Kwargs a("ReLU6", k);
+      return a.done(ReLU6(ReLU6Options().inplace(a.get("inplace", false))));
+    };
     f["LeakyReLU"] = [](const json& k) {
       Kwargs a("LeakyReLU", k);
-      return a.done(LeakyReLU(LeakyReLUOptions().negative_slope(a.get("negative_slope", 0.01)).inplace(a.get("inplace", false))));
+      return a.done(LeakyReLU(LeakyReLUOptions()
+                                  .negative_slope(a.get("negative_slope", 0.01))
+                                  .inplace(a.get("inplace", false))));
     };
     f["ELU"] = [](const json& k) {
       Kwargs a("ELU", k);
@@ -92,28 +102,60 @@ Registry& activations() {
     };
     f["CELU"] = [](const json& k) {
       Kwargs a("CELU", k);
-      return a.done(CELU(CELUOptions().alpha(a.get("alpha", 1.0)).inplace(a.get("inplace", false))));
+      return a.done(
+          CELU(CELUOptions().alpha(a.get("alpha", 1.0)).inplace(a.get("inplace", false))));
     };
-    f["SELU"] = [](const json& k) { Kwargs a("SELU", k); return a.done(SELU(SELUOptions().inplace(a.get("inplace", false)))); };
+    f["SELU"] = [](const json& k) {
+      Kwargs a("SELU", k);
+      return a.done(SELU(SELUOptions().inplace(a.get("inplace", false))));
+    };
     f["GELU"] = [](const json& k) {
       Kwargs a("GELU", k);
       return a.done(GELU(GELUOptions().approximate(a.get<std::string>("approximate", "none"))));
     };
-    f["SiLU"] = [](const json& k) { Kwargs a("SiLU", k); return a.done(SiLU()); };
-    f["Mish"] = [](const json& k) { Kwargs a("Mish", k); return a.done(Mish()); };
-    f["Sigmoid"] = [](const json& k) { Kwargs a("Sigmoid", k); return a.done(Sigmoid()); };
-    f["Tanh"] = [](const json& k) { Kwargs a("Tanh", k); return a.done(Tanh()); };
-    f["Softsign"] = [](const json& k) { Kwargs a("Softsign", k); return a.done(Softsign()); };
-    f["Tanhshrink"] = [](const json& k) { Kwargs a("Tanhshrink", k); return a.done(Tanhshrink()); };
-    f["LogSigmoid"] = [](const json& k) { Kwargs a("LogSigmoid", k); return a.done(LogSigmoid()); };
-    f["Identity"] = [](const json& k) { Kwargs a("Identity", k); return a.done(Identity()); };
+    f["SiLU"] = [](const json& k) {
+      Kwargs a("SiLU", k);
+      return a.done(SiLU());
+    };
+    f["Mish"] = [](const json& k) {
+      Kwargs a("Mish", k);
+      return a.done(Mish());
+    };
+    f["Sigmoid"] = [](const json& k) {
+      Kwargs a("Sigmoid", k);
+      return a.done(Sigmoid());
+    };
+    f["Tanh"] = [](const json& k) {
+      Kwargs a("Tanh", k);
+      return a.done(Tanh());
+    };
+    f["Softsign"] = [](const json& k) {
+      Kwargs a("Softsign", k);
+      return a.done(Softsign());
+    };
+    f["Tanhshrink"] = [](const json& k) {
+      Kwargs a("Tanhshrink", k);
+      return a.done(Tanhshrink());
+    };
+    f["LogSigmoid"] = [](const json& k) {
+      Kwargs a("LogSigmoid", k);
+      return a.done(LogSigmoid());
+    };
+    f["Identity"] = [](const json& k) {
+      Kwargs a("Identity", k);
+      return a.done(Identity());
+    };
     f["Softplus"] = [](const json& k) {
       Kwargs a("Softplus", k);
-      return a.done(Softplus(SoftplusOptions().beta(a.get("beta", 1.0)).threshold(a.get("threshold", 20.0))));
+      return a.done(
+          Softplus(SoftplusOptions().beta(a.get("beta", 1.0)).threshold(a.get("threshold", 20.0))));
     };
     f["Hardtanh"] = [](const json& k) {
       Kwargs a("Hardtanh", k);
-      return a.done(Hardtanh(HardtanhOptions().min_val(a.get("min_val", -1.0)).max_val(a.get("max_val", 1.0)).inplace(a.get("inplace", false))));
+      return a.done(Hardtanh(HardtanhOptions()
+                                 .min_val(a.get("min_val", -1.0))
+                                 .max_val(a.get("max_val", 1.0))
+                                 .inplace(a.get("inplace", false))));
     };
     f["Hardshrink"] = [](const json& k) {
       Kwargs a("Hardshrink", k);
@@ -125,10 +167,18 @@ Registry& activations() {
     };
     f["PReLU"] = [](const json& k) {
       Kwargs a("PReLU", k);
-      return a.done(PReLU(PReLUOptions().num_parameters(a.get<int64_t>("num_parameters", 1)).init(a.get("init", 0.25))));
+      return a.done(PReLU(PReLUOptions()
+                              .num_parameters(a.get<int64_t>("num_parameters", 1))
+                              .init(a.get("init", 0.25))));
     };
-    f["Softmax"] = [](const json& k) { Kwargs a("Softmax", k); return a.done(Softmax(SoftmaxOptions(a.get<int64_t>("dim", -1)))); };
-    f["LogSoftmax"] = [](const json& k) { Kwargs a("LogSoftmax", k); return a.done(LogSoftmax(LogSoftmaxOptions(a.get<int64_t>("dim", -1)))); };
+    f["Softmax"] = [](const json& k) {
+      Kwargs a("Softmax", k);
+      return a.done(Softmax(SoftmaxOptions(a.get<int64_t>("dim", -1))));
+    };
+    f["LogSoftmax"] = [](const json& k) {
+      Kwargs a("LogSoftmax", k);
+      return a.done(LogSoftmax(LogSoftmaxOptions(a.get<int64_t>("dim", -1))));
+    };
     return reg;
   }();
   return *r;
@@ -143,7 +193,8 @@ Registry& losses() {
       Kwargs a("CrossEntropyLoss", k);
       CrossEntropyLossOptions o;
       a.reduction(o);
-      o.ignore_index(a.get<int64_t>("ignore_index", -100)).label_smoothing(a.get("label_smoothing", 0.0));
+      o.ignore_index(a.get<int64_t>("ignore_index", -100))
+          .label_smoothing(a.get("label_smoothing", 0.0));
       return a.done(CrossEntropyLoss(o));
     };
     f["NLLLoss"] = [](const json& k) {
@@ -153,9 +204,24 @@ Registry& losses() {
       o.ignore_index(a.get<int64_t>("ignore_index", -100));
       return a.done(NLLLoss(o));
     };
-    f["MSELoss"] = [](const json& k) { Kwargs a("MSELoss", k); MSELossOptions o; a.reduction(o); return a.done(MSELoss(o)); };
-    f["L1Loss"] = [](const json& k) { Kwargs a("L1Loss", k); L1LossOptions o; a.reduction(o); return a.done(L1Loss(o)); };
-    f["BCELoss"] = [](const json& k) { Kwargs a("BCELoss", k); BCELossOptions o; a.reduction(o); return a.done(BCELoss(o)); };
+    f["MSELoss"] = [](const json& k) {
+      Kwargs a("MSELoss", k);
+      MSELossOptions o;
+      a.reduction(o);
+      return a.done(MSELoss(o));
+    };
+    f["L1Loss"] = [](const json& k) {
+      Kwargs a("L1Loss", k);
+      L1LossOptions o;
+      a.reduction(o);
+      return a.done(L1Loss(o));
+    };
+    f["BCELoss"] = [](const json& k) {
+      Kwargs a("BCELoss", k);
+      BCELossOptions o;
+      a.reduction(o);
+      return a.done(BCELoss(o));
+    };
     f["BCEWithLogitsLoss"] = [](const json& k) {
       Kwargs a("BCEWithLogitsLoss", k);
       BCEWithLogitsLossOptions o;

@@ -57,7 +57,9 @@ Node::Node(at::Tensor tensor) : value_(std::move(tensor)) {}
 Node::Node(List list) : value_(std::move(list)) {}
 Node::Node(Dict dict) : value_(std::move(dict)) {}
 
-bool Node::is_null() const { return is_scalar() && std::get<nlohmann::ordered_json>(value_).is_null(); }
+bool Node::is_null() const {
+  return is_scalar() && std::get<nlohmann::ordered_json>(value_).is_null();
+}
 
 const at::Tensor& Node::tensor() const {
   if (!is_tensor()) wrong_kind(*this, "a tensor");

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/npy.hpp"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cstring>
-
-#include <ATen/ATen.h>
 
 #include "configured_model/errors.hpp"
 
@@ -37,8 +37,8 @@ DescrInfo descr_info(const std::string& descr, std::string_view file, std::strin
       {"i2", {S::Short, S::Short, 2, 2}},
       {"i4", {S::Int, S::Int, 4, 4}},
       {"i8", {S::Long, S::Long, 8, 8}},
-      {"u2", {S::Short, S::Int, 2, 2}},   // widened exactly
-      {"u4", {S::Int, S::Long, 4, 4}},    // widened exactly
+      {"u2", {S::Short, S::Int, 2, 2}},  // widened exactly
+      {"u4", {S::Int, S::Long, 4, 4}},   // widened exactly
       {"f2", {S::Half, S::Half, 2, 2}},
       {"f4", {S::Float, S::Float, 4, 4}},
       {"f8", {S::Double, S::Double, 8, 8}},
@@ -53,8 +53,9 @@ DescrInfo descr_info(const std::string& descr, std::string_view file, std::strin
   if (code[0] == 'O') {
     fail(file, entry, "object arrays (descr '" + descr + "') need pickle and are refused");
   }
-  fail(file, entry, "unsupported .npy descr '" + descr + "'" +
-                        (code == "u8" ? " (torch has no uint64 dtype)" : ""));
+  fail(file, entry,
+       "unsupported .npy descr '" + descr + "'" +
+           (code == "u8" ? " (torch has no uint64 dtype)" : ""));
 }
 
 bool big_endian_descr(const std::string& descr) { return descr[0] == '>'; }
@@ -203,21 +204,31 @@ std::string shape_literal(const std::vector<std::int64_t>& shape) {
 std::string npy_descr(c10::ScalarType dtype) {
   using S = c10::ScalarType;
   switch (dtype) {
-    case S::Bool: return "|b1";
-    case S::Byte: return "|u1";
-    case S::Char: return "|i1";
-    case S::Short: return "<i2";
-    case S::Int: return "<i4";
-    case S::Long: return "<i8";
-    case S::Half: return "<f2";
+    case S::Bool:
+      return "|b1";
+    case S::Byte:
+      return "|u1";
+    case S::Char:
+      return "|i1";
+    case S::Short:
+      return "<i2";
+    case S::Int:
+      return "<i4";
+    case S::Long:
+      return "<i8";
+    case S::Half:
+      return "<f2";
     case S::BFloat16:  // no numpy dtype: exact float32 values
-    case S::Float: return "<f4";
-    case S::Double: return "<f8";
-    case S::ComplexFloat: return "<c8";
-    case S::ComplexDouble: return "<c16";
+    case S::Float:
+      return "<f4";
+    case S::Double:
+      return "<f8";
+    case S::ComplexFloat:
+      return "<c8";
+    case S::ComplexDouble:
+      return "<c16";
     default:
-      throw FormatError(std::string("dtype ") + c10::toString(dtype) +
-                        " has no .npy encoding");
+      throw FormatError(std::string("dtype ") + c10::toString(dtype) + " has no .npy encoding");
   }
 }
 
@@ -226,7 +237,8 @@ std::string npy_header(std::string_view descr, const std::vector<std::int64_t>& 
                      "', 'fortran_order': False, 'shape': " + shape_literal(shape) + ", }";
   // magic(6) + version(2) + length(2 or 4) + dict + padding + '\n' must be a multiple of 64.
   std::size_t prefix = 10;
-  std::size_t total = ((prefix + dict.size() + 1 + kNpyAlignment - 1) / kNpyAlignment) * kNpyAlignment;
+  std::size_t total =
+      ((prefix + dict.size() + 1 + kNpyAlignment - 1) / kNpyAlignment) * kNpyAlignment;
   char major = 1;
   if (total - prefix > 65535) {
     prefix = 12;
@@ -271,7 +283,9 @@ NpyHeader parse_npy_header(std::string_view bytes, std::string_view file, std::s
   h.major_version = static_cast<unsigned char>(bytes[6]);
   std::size_t header_len = 0;
   std::size_t prefix = 0;
-  const auto u8 = [&](std::size_t i) { return static_cast<std::size_t>(static_cast<unsigned char>(bytes[i])); };
+  const auto u8 = [&](std::size_t i) {
+    return static_cast<std::size_t>(static_cast<unsigned char>(bytes[i]));
+  };
   if (h.major_version == 1) {
     prefix = 10;
     header_len = u8(8) | (u8(9) << 8);
@@ -280,16 +294,18 @@ NpyHeader parse_npy_header(std::string_view bytes, std::string_view file, std::s
     prefix = 12;
     header_len = u8(8) | (u8(9) << 8) | (u8(10) << 16) | (u8(11) << 24);
   } else {
-    fail(file, entry, "unsupported .npy version " + std::to_string(h.major_version) +
-                          " (expected 1, 2 or 3)");
+    fail(file, entry,
+         "unsupported .npy version " + std::to_string(h.major_version) + " (expected 1, 2 or 3)");
   }
   if (header_len > kMaxNpyHeaderBytes) {
-    fail(file, entry, ".npy header of " + std::to_string(header_len) + " bytes exceeds the limit of " +
-                          std::to_string(kMaxNpyHeaderBytes));
+    fail(file, entry,
+         ".npy header of " + std::to_string(header_len) + " bytes exceeds the limit of " +
+             std::to_string(kMaxNpyHeaderBytes));
   }
   if (bytes.size() < prefix + header_len) {
-    fail(file, entry, ".npy header truncated (expected " + std::to_string(header_len) +
-                          " header bytes, found " + std::to_string(bytes.size() - prefix) + ")");
+    fail(file, entry,
+         ".npy header truncated (expected " + std::to_string(header_len) + " header bytes, found " +
+             std::to_string(bytes.size() - prefix) + ")");
   }
   HeaderParser(bytes.substr(prefix, header_len), file, entry).parse(h);
   const DescrInfo info = descr_info(h.descr, file, entry);
@@ -307,9 +323,10 @@ NpyHeader parse_npy_header(std::string_view bytes, std::string_view file, std::s
   h.data_offset = prefix + header_len;
   const std::size_t available = bytes.size() - h.data_offset;
   if (available != h.data_bytes) {
-    fail(file, entry, "header says shape " + shape_literal(h.shape) + " of '" + h.descr +
-                          "' (expected " + std::to_string(h.data_bytes) + " data bytes, found " +
-                          std::to_string(available) + ")");
+    fail(file, entry,
+         "header says shape " + shape_literal(h.shape) + " of '" + h.descr + "' (expected " +
+             std::to_string(h.data_bytes) + " data bytes, found " + std::to_string(available) +
+             ")");
   }
   return h;
 }
@@ -323,7 +340,8 @@ at::Tensor decode_npy(std::string_view bytes, std::string_view file, std::string
   if (h.data_bytes) {
     auto* dst = static_cast<char*>(t.data_ptr());
     std::memcpy(dst, bytes.data() + h.data_offset, h.data_bytes);
-    if (big_endian_descr(h.descr) && info.swap_unit > 1) byte_swap(dst, h.data_bytes, info.swap_unit);
+    if (big_endian_descr(h.descr) && info.swap_unit > 1)
+      byte_swap(dst, h.data_bytes, info.swap_unit);
   }
   if (info.result == c10::ScalarType::Bool) {
     t = t.ne(0);
@@ -334,7 +352,8 @@ at::Tensor decode_npy(std::string_view bytes, std::string_view file, std::string
   }
   if (h.fortran_order && h.shape.size() > 1) {
     std::vector<std::int64_t> dims(h.shape.size());
-    for (std::size_t i = 0; i < dims.size(); ++i) dims[i] = static_cast<std::int64_t>(dims.size() - 1 - i);
+    for (std::size_t i = 0; i < dims.size(); ++i)
+      dims[i] = static_cast<std::int64_t>(dims.size() - 1 - i);
     t = t.permute(dims).contiguous();
   }
   return t;

@@ -2,12 +2,12 @@
 // Model <-> tree: state_dict order, strict loading, the ConfiguredModel layout.
 #include "configured_model/state_dict.hpp"
 
+#include <torch/torch.h>
+#include <zlib.h>
+
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <torch/torch.h>
-#include <zlib.h>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
@@ -122,8 +122,8 @@ std::string state_digest(const StateDict& tensors) {
     }
   };
   for (const auto& [name, tensor] : tensors) {
-    const std::string header = name + "|" + c10::toString(tensor.scalar_type()) + "|" +
-                               shape_text(tensor.sizes()) + "|";
+    const std::string header =
+        name + "|" + c10::toString(tensor.scalar_type()) + "|" + shape_text(tensor.sizes()) + "|";
     feed(header.data(), header.size());
     const auto t = tensor.detach().to(at::kCPU).contiguous();
     feed(t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
@@ -137,16 +137,16 @@ namespace detail {
 
 ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file) {
   if (!root.is_dict()) {
-    throw StateMismatchError(message(file, "__zanj__.json",
-                                     "expected a model (a dict tagged '" + class_name +
-                                         "'), found a tree that is not a dict"));
+    throw StateMismatchError(message(
+        file, "__zanj__.json",
+        "expected a model (a dict tagged '" + class_name + "'), found a tree that is not a dict"));
   }
   const Node* tag = root.find("__muutils_format__");
   if (!tag) tag = root.find("__format__");
   if (!tag || !tag->is_scalar() || !tag->scalar().is_string()) {
-    throw StateMismatchError(message(file, "__muutils_format__",
-                                     "expected model class '" + class_name +
-                                         "', found no class tag (not a saved model)"));
+    throw StateMismatchError(message(
+        file, "__muutils_format__",
+        "expected model class '" + class_name + "', found no class tag (not a saved model)"));
   }
   const auto& found = tag->scalar().get_ref<const std::string&>();
   if (found != class_name) {
@@ -177,7 +177,8 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
       std::function<Node(const Node&)> flatten = [&](const Node& n) -> Node {
         if (n.is_tensor()) {
           auto t = n.tensor().to(at::kDouble).contiguous();
-          nlohmann::json values = std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+          nlohmann::json values =
+              std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
           return Node(values);
         }
         if (n.is_list()) {

@@ -2,14 +2,14 @@
 // Optimizer, scheduler, RNG and counters <-> tree, keyed by parameter name.
 #include "configured_model/training_state.hpp"
 
-#include <map>
-#include <mutex>
-#include <unordered_map>
-
 #include <ATen/Context.h>
 #include <c10/util/string_utils.h>
 #include <torch/cuda.h>
 #include <torch/optim.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/state_dict.hpp"
@@ -33,8 +33,11 @@ std::string state_key(const at::Tensor& p) {
 ojson options_json(const optim::OptimizerOptions& o, const std::string& type) {
   if (type == "SGD") {
     const auto& s = static_cast<const optim::SGDOptions&>(o);
-    return {{"lr", s.lr()}, {"momentum", s.momentum()}, {"dampening", s.dampening()},
-            {"weight_decay", s.weight_decay()}, {"nesterov", s.nesterov()}};
+    return {{"lr", s.lr()},
+            {"momentum", s.momentum()},
+            {"dampening", s.dampening()},
+            {"weight_decay", s.weight_decay()},
+            {"nesterov", s.nesterov()}};
   }
   if (type == "Adam" || type == "AdamW") {
     auto adam_like = [](const auto& s) {
@@ -49,13 +52,19 @@ ojson options_json(const optim::OptimizerOptions& o, const std::string& type) {
   }
   if (type == "RMSprop") {
     const auto& s = static_cast<const optim::RMSpropOptions&>(o);
-    return {{"lr", s.lr()}, {"alpha", s.alpha()}, {"eps", s.eps()},
-            {"weight_decay", s.weight_decay()}, {"momentum", s.momentum()},
+    return {{"lr", s.lr()},
+            {"alpha", s.alpha()},
+            {"eps", s.eps()},
+            {"weight_decay", s.weight_decay()},
+            {"momentum", s.momentum()},
             {"centered", s.centered()}};
   }
   const auto& s = static_cast<const optim::AdagradOptions&>(o);
-  return {{"lr", s.lr()}, {"lr_decay", s.lr_decay()}, {"weight_decay", s.weight_decay()},
-          {"initial_accumulator_value", s.initial_accumulator_value()}, {"eps", s.eps()}};
+  return {{"lr", s.lr()},
+          {"lr_decay", s.lr_decay()},
+          {"weight_decay", s.weight_decay()},
+          {"initial_accumulator_value", s.initial_accumulator_value()},
+          {"eps", s.eps()}};
 }
 
 template <class T>
@@ -76,7 +85,9 @@ std::unique_ptr<optim::OptimizerOptions> options_from(const json& j, const std::
   auto b = [&](const char* k) { return field<bool>(j, k, file, where); };
   if (type == "SGD") {
     auto o = std::make_unique<optim::SGDOptions>(d("lr"));
-    o->momentum(d("momentum")).dampening(d("dampening")).weight_decay(d("weight_decay"))
+    o->momentum(d("momentum"))
+        .dampening(d("dampening"))
+        .weight_decay(d("weight_decay"))
         .nesterov(b("nesterov"));
     return o;
   }
@@ -84,7 +95,9 @@ std::unique_ptr<optim::OptimizerOptions> options_from(const json& j, const std::
     const auto betas = field<std::vector<double>>(j, "betas", file, where);
     if (betas.size() != 2) detail::throw_format_error(file, where, "'betas' must hold 2 numbers");
     auto fill = [&](auto o) {
-      o->betas(std::make_tuple(betas[0], betas[1])).eps(d("eps")).weight_decay(d("weight_decay"))
+      o->betas(std::make_tuple(betas[0], betas[1]))
+          .eps(d("eps"))
+          .weight_decay(d("weight_decay"))
           .amsgrad(b("amsgrad"));
       return o;
     };
@@ -93,13 +106,18 @@ std::unique_ptr<optim::OptimizerOptions> options_from(const json& j, const std::
   }
   if (type == "RMSprop") {
     auto o = std::make_unique<optim::RMSpropOptions>(d("lr"));
-    o->alpha(d("alpha")).eps(d("eps")).weight_decay(d("weight_decay")).momentum(d("momentum"))
+    o->alpha(d("alpha"))
+        .eps(d("eps"))
+        .weight_decay(d("weight_decay"))
+        .momentum(d("momentum"))
         .centered(b("centered"));
     return o;
   }
   auto o = std::make_unique<optim::AdagradOptions>(d("lr"));
-  o->lr_decay(d("lr_decay")).weight_decay(d("weight_decay"))
-      .initial_accumulator_value(d("initial_accumulator_value")).eps(d("eps"));
+  o->lr_decay(d("lr_decay"))
+      .weight_decay(d("weight_decay"))
+      .initial_accumulator_value(d("initial_accumulator_value"))
+      .eps(d("eps"));
   return o;
 }
 
@@ -113,9 +131,9 @@ std::string optimizer_type(const optim::Optimizer& o) {
                     " (supported: SGD, Adam, AdamW, RMSprop, Adagrad)");
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& type,
-                                                 std::vector<optim::OptimizerParamGroup> groups,
-                                                 std::unique_ptr<optim::OptimizerOptions> defaults) {
+std::unique_ptr<optim::Optimizer> make_optimizer(
+    const std::string& type, std::vector<optim::OptimizerParamGroup> groups,
+    std::unique_ptr<optim::OptimizerOptions> defaults) {
   if (type == "SGD") {
     return std::make_unique<optim::SGD>(std::move(groups),
                                         static_cast<optim::SGDOptions&>(*defaults));
@@ -153,8 +171,10 @@ Node param_state_node(const optim::OptimizerParamState& s, const std::string& ty
       put(n, "exp_avg_sq", a.exp_avg_sq());
       put(n, "max_exp_avg_sq", a.max_exp_avg_sq());
     };
-    if (type == "Adam") adam_like(static_cast<const optim::AdamParamState&>(s));
-    else adam_like(static_cast<const optim::AdamWParamState&>(s));
+    if (type == "Adam")
+      adam_like(static_cast<const optim::AdamParamState&>(s));
+    else
+      adam_like(static_cast<const optim::AdamWParamState&>(s));
   } else if (type == "RMSprop") {
     const auto& r = static_cast<const optim::RMSpropParamState&>(s);
     n["step"] = json(r.step());
@@ -183,9 +203,10 @@ class StateReader {
     if (!v->is_tensor()) detail::throw_format_error(file_, where_ + "/" + key, "expected a tensor");
     const at::Tensor& t = v->tensor();
     if (t.sizes() != param_.sizes()) {
-      throw StateMismatchError(detail::message(
-          file_, where_ + "/" + key,
-          "shape mismatch (expected " + c10::str(param_.sizes()) + ", found " + c10::str(t.sizes()) + ")"));
+      throw StateMismatchError(detail::message(file_, where_ + "/" + key,
+                                               "shape mismatch (expected " +
+                                                   c10::str(param_.sizes()) + ", found " +
+                                                   c10::str(t.sizes()) + ")"));
     }
     return t.to(param_.options()).clone();
   }
@@ -290,17 +311,18 @@ void restore_rng(const Node& n, const std::string& file) {
     std::lock_guard<std::mutex> lock(g.mutex());
     g.set_state(cpu->tensor());
   } catch (const c10::Error& e) {
-    detail::throw_format_error(file, "training_state/rng/cpu",
-                               std::string("not a CPU generator state: ") + e.what_without_backtrace());
+    detail::throw_format_error(
+        file, "training_state/rng/cpu",
+        std::string("not a CPU generator state: ") + e.what_without_backtrace());
   }
   const Node* cuda = n.find("cuda");
   if (cuda && cuda->is_list() && cuda->size() > 0) {
     const std::size_t available = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
     if (available < cuda->size()) {
-      throw StateMismatchError(detail::message(
-          file, "training_state/rng/cuda",
-          "saved with " + std::to_string(cuda->size()) + " CUDA generators, this process has " +
-              std::to_string(available)));
+      throw StateMismatchError(detail::message(file, "training_state/rng/cuda",
+                                               "saved with " + std::to_string(cuda->size()) +
+                                                   " CUDA generators, this process has " +
+                                                   std::to_string(available)));
     }
     for (std::size_t i = 0; i < cuda->size(); ++i) {
       auto cg = at::globalContext().defaultGenerator(
@@ -336,7 +358,8 @@ Node training_state_node(const torch::nn::Module& model, const torch::optim::Opt
                          const torch::optim::LRScheduler* scheduler, const TrainingState& state) {
   const std::string type = optimizer_type(optimizer);
   std::unordered_map<const void*, std::string> names;
-  for (const auto& p : model.named_parameters()) names.emplace(p.value().unsafeGetTensorImpl(), p.key());
+  for (const auto& p : model.named_parameters())
+    names.emplace(p.value().unsafeGetTensorImpl(), p.key());
 
   Node groups = Node::list();
   Node per_param = Node::dict();
@@ -366,7 +389,8 @@ Node training_state_node(const torch::nn::Module& model, const torch::optim::Opt
 
   Node root = Node::dict();
   root["version"] = json(kTrainingStateVersion);
-  root["counters"] = json{{"step", state.step}, {"epoch", state.epoch}, {"samples_seen", state.samples_seen}};
+  root["counters"] =
+      json{{"step", state.step}, {"epoch", state.epoch}, {"samples_seen", state.samples_seen}};
   root["user"] = Node(state.user);
   root["optimizer"] = std::move(opt);
   if (scheduler) {
@@ -376,7 +400,8 @@ Node training_state_node(const torch::nn::Module& model, const torch::optim::Opt
                         ": use zanj::StepLR instead of torch::optim::StepLR, or implement "
                         "zanj::SavableScheduler and register_scheduler() for your own");
     }
-    root["scheduler"] = json{{"type", savable->scheduler_type()}, {"state", savable->scheduler_state()}};
+    root["scheduler"] =
+        json{{"type", savable->scheduler_type()}, {"state", savable->scheduler_state()}};
   } else {
     root["scheduler"] = json(nullptr);
   }
@@ -405,9 +430,11 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
   if (const Node* user = ts.find("user")) out.state.user = json(user->to_json());
 
   const Node* opt = ts.find("optimizer");
-  if (!opt || !opt->is_dict()) detail::throw_format_error(file, "training_state/optimizer", "missing");
+  if (!opt || !opt->is_dict())
+    detail::throw_format_error(file, "training_state/optimizer", "missing");
   const std::string type = json(opt->at("type").to_json()).get<std::string>();
-  if (type != "SGD" && type != "Adam" && type != "AdamW" && type != "RMSprop" && type != "Adagrad") {
+  if (type != "SGD" && type != "Adam" && type != "AdamW" && type != "RMSprop" &&
+      type != "Adagrad") {
     throw ConfigError(detail::message(file, "training_state/optimizer/type",
                                       "unsupported optimizer type '" + type + "'"));
   }
@@ -431,7 +458,8 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
       params.push_back(it->second);
       used.insert(name);
     }
-    groups.emplace_back(std::move(params), options_from(g.at("options"), type, file, where + "/options"));
+    groups.emplace_back(std::move(params),
+                        options_from(g.at("options"), type, file, where + "/options"));
   }
   std::vector<std::string> untracked;
   for (const auto& [name, p] : by_name) {
@@ -439,8 +467,10 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
   }
   if (!missing.empty() || !untracked.empty()) {
     std::string what = "optimizer does not fit the model";
-    if (!missing.empty()) what += "; parameters missing from the model: " + c10::Join(", ", missing);
-    if (!untracked.empty()) what += "; model parameters the optimizer did not hold: " + c10::Join(", ", untracked);
+    if (!missing.empty())
+      what += "; parameters missing from the model: " + c10::Join(", ", missing);
+    if (!untracked.empty())
+      what += "; model parameters the optimizer did not hold: " + c10::Join(", ", untracked);
     throw StateMismatchError(detail::message(file, "training_state/optimizer", what));
   }
   out.optimizer = make_optimizer(type, std::move(groups),
@@ -466,9 +496,9 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
       std::lock_guard<std::mutex> lock(reg.mutex);
       auto it = reg.factories.find(stype);
       if (it == reg.factories.end()) {
-        throw ConfigError(detail::message(file, "training_state/scheduler",
-                                          "no factory registered for scheduler type '" + stype +
-                                              "' (zanj::register_scheduler)"));
+        throw ConfigError(detail::message(
+            file, "training_state/scheduler",
+            "no factory registered for scheduler type '" + stype + "' (zanj::register_scheduler)"));
       }
       factory = it->second;
     }

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // ZANJ JSON + external entries -> Node (the read direction of the tree concept).
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
-
-#include <ATen/ATen.h>
 
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
@@ -94,11 +94,13 @@ class Reader {
 
   void anomaly(const std::vector<ojson>& path, const std::string& what) const {
     switch (options_.error_mode) {
-      case ErrorMode::kExcept: fail(path, what);
+      case ErrorMode::kExcept:
+        fail(path, what);
       case ErrorMode::kWarn:
         logger()->warn("{}", detail::message(archive_.name(), path_string(path), what));
         return;
-      case ErrorMode::kIgnore: return;
+      case ErrorMode::kIgnore:
+        return;
     }
   }
 
@@ -169,7 +171,8 @@ class Reader {
       const int64_t n = checked_numel(*declared, path);
       const auto storage = type == at::kBool ? at::kByte : type;
       std::size_t expected = 0;
-      if (__builtin_mul_overflow(static_cast<std::size_t>(n), c10::elementSize(storage), &expected) ||
+      if (__builtin_mul_overflow(static_cast<std::size_t>(n), c10::elementSize(storage),
+                                 &expected) ||
           bytes.size() != expected) {
         fail(path, "data holds " + std::to_string(bytes.size()) + " bytes (expected " +
                        std::to_string(expected) + " for shape and dtype)");
@@ -228,11 +231,20 @@ class Reader {
     if (!floating && type != at::kBool) {
       int64_t lo = INT64_MIN, hi = INT64_MAX;
       switch (type) {
-        case at::kByte: lo = 0, hi = 255; break;
-        case at::kChar: lo = -128, hi = 127; break;
-        case at::kShort: lo = INT16_MIN, hi = INT16_MAX; break;
-        case at::kInt: lo = INT32_MIN, hi = INT32_MAX; break;
-        default: break;
+        case at::kByte:
+          lo = 0, hi = 255;
+          break;
+        case at::kChar:
+          lo = -128, hi = 127;
+          break;
+        case at::kShort:
+          lo = INT16_MIN, hi = INT16_MAX;
+          break;
+        case at::kInt:
+          lo = INT32_MIN, hi = INT32_MAX;
+          break;
+        default:
+          break;
       }
       if (out.i < lo || out.i > hi) {
         fail(path, "value " + v.dump() + " out of range for " + numpy_dtype_name(type));
@@ -245,14 +257,16 @@ class Reader {
                            const std::vector<ojson>& path) const {
     if (at::isComplexType(type)) fail(path, "complex zero_dim tensors are not supported inline");
     const Leaf l = leaf(data, type, path);
-    if (at::isFloatingType(type)) return at::scalar_tensor(l.f, at::TensorOptions().dtype(at::kDouble)).to(type);
+    if (at::isFloatingType(type))
+      return at::scalar_tensor(l.f, at::TensorOptions().dtype(at::kDouble)).to(type);
     if (type == at::kBool) return at::scalar_tensor(l.i != 0, at::TensorOptions().dtype(at::kBool));
     return at::scalar_tensor(l.i, at::TensorOptions().dtype(at::kLong)).to(type);
   }
 
   // Checks the nesting against the shape while collecting leaves row-major.
   void collect(const ojson& v, const std::vector<int64_t>& s, std::size_t dim, c10::ScalarType type,
-               std::vector<double>& f, std::vector<int64_t>& i, const std::vector<ojson>& path) const {
+               std::vector<double>& f, std::vector<int64_t>& i,
+               const std::vector<ojson>& path) const {
     if (dim == s.size()) {
       const Leaf l = leaf(v, type, path);
       if (at::isFloatingType(type)) {
@@ -264,8 +278,9 @@ class Reader {
     }
     if (!v.is_array() || static_cast<int64_t>(v.size()) != s[dim]) {
       fail(path, "data does not match shape " + shape_text(s) + " at dimension " +
-                     std::to_string(dim) + " (expected " + std::to_string(s[dim]) + " items, found " +
-                     (v.is_array() ? std::to_string(v.size()) : json_type(v)) + ")");
+                     std::to_string(dim) + " (expected " + std::to_string(s[dim]) +
+                     " items, found " + (v.is_array() ? std::to_string(v.size()) : json_type(v)) +
+                     ")");
     }
     for (const auto& item : v) collect(item, s, dim + 1, type, f, i, path);
   }

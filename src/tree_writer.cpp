@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Node -> ZANJ JSON + external entries (the save direction of the tree concept).
-#include <unordered_set>
-
 #include <ATen/ATen.h>
+
+#include <unordered_set>
 
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
@@ -17,9 +17,12 @@ using ojson = nlohmann::ordered_json;
 
 const char* mode_tag(ArrayMode mode) {
   switch (mode) {
-    case ArrayMode::kHexMeta: return "torch.Tensor:array_hex_meta";
-    case ArrayMode::kB64Meta: return "torch.Tensor:array_b64_meta";
-    case ArrayMode::kListMeta: break;
+    case ArrayMode::kHexMeta:
+      return "torch.Tensor:array_hex_meta";
+    case ArrayMode::kB64Meta:
+      return "torch.Tensor:array_b64_meta";
+    case ArrayMode::kListMeta:
+      break;
   }
   return "torch.Tensor:array_list_meta";
 }
@@ -151,9 +154,15 @@ class Writer {
     }
     out["__muutils_format__"] = mode_tag(options_.array_mode);
     switch (options_.array_mode) {
-      case ArrayMode::kListMeta: out["data"] = list_data(t); break;
-      case ArrayMode::kHexMeta: out["data"] = hex(raw_bytes(t)); break;
-      case ArrayMode::kB64Meta: out["data"] = detail::base64_encode(raw_bytes(t)); break;
+      case ArrayMode::kListMeta:
+        out["data"] = list_data(t);
+        break;
+      case ArrayMode::kHexMeta:
+        out["data"] = hex(raw_bytes(t));
+        break;
+      case ArrayMode::kB64Meta:
+        out["data"] = detail::base64_encode(raw_bytes(t));
+        break;
     }
     out["shape"] = shape_json(t);
     out["dtype"] = numpy_dtype_name(t.scalar_type());
@@ -233,8 +242,7 @@ SerializedTree serialize_tree(const Node& root, const SaveOptions& options) {
 namespace detail {
 
 std::string base64_encode(std::string_view bytes) {
-  static const char* alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   out.reserve((bytes.size() + 2) / 3 * 4);
   std::size_t i = 0;
@@ -280,7 +288,8 @@ std::string base64_decode(std::string_view text) {
         v[k] = 0;
         ++pad;
       } else if (pad > 0 || (v[k] = value(c)) < 0) {
-        throw FormatError("invalid base64 character at offset " + std::to_string(i + static_cast<std::size_t>(k)));
+        throw FormatError("invalid base64 character at offset " +
+                          std::to_string(i + static_cast<std::size_t>(k)));
       }
     }
     const unsigned n = (static_cast<unsigned>(v[0]) << 18) | (static_cast<unsigned>(v[1]) << 12) |

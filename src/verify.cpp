@@ -72,7 +72,8 @@ VerifyReport verify(const std::string& path, const ReadOptions& options) {
   // 2. Entries nothing points to (ignored by every reader: likely a broken writer).
   for (const auto& e : archive->entries()) {
     if (e.name != kTreeEntry && e.name != kMetaEntry && !refs.count(e.name)) {
-      problem(detail::message(path, e.name, "entry is not referenced by the tree or externals_info"));
+      problem(
+          detail::message(path, e.name, "entry is not referenced by the tree or externals_info"));
     }
   }
   // 3. The whole tree, strictly: headers against JSON items, shapes, dtypes, $refs.

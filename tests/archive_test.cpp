@@ -2,10 +2,9 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-#include <csignal>
-
 #include <configured_model/archive.hpp>
 #include <configured_model/errors.hpp>
+#include <csignal>
 
 #include "test_util.hpp"
 

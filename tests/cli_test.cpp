@@ -127,7 +127,9 @@ TEST(CliTest, DiffExactIgnoresMetadataButNotValues) {
 TEST(CliTest, ExtractWritesAStandaloneNpy) {
   TempDir dir;
   auto m = saved_model(dir.file("m.zanj"));
-  ASSERT_EQ(zanj_run("extract " + dir.file("m.zanj") + " state_dict/net.0.weight -o " + dir.file("w.npy")), 0);
+  ASSERT_EQ(zanj_run("extract " + dir.file("m.zanj") + " state_dict/net.0.weight -o " +
+                     dir.file("w.npy")),
+            0);
   EXPECT_TRUE(BitIdentical(zanj::decode_npy(zanj_test::read_bytes(dir.file("w.npy"))),
                            m->net[0]->as<torch::nn::Linear>()->weight));
 }
@@ -142,20 +144,25 @@ TEST(CliTest, ConvertsToAndFromLibtorchArchives) {
   const auto a = zanj::state_dict(*m);
   const auto b = zanj::state_dict(*fresh);
   ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(BitIdentical(a[i].second, b[i].second)) << a[i].first;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(BitIdentical(a[i].second, b[i].second)) << a[i].first;
   // And back: a file written by torch::save imports with the same tensors.
   torch::save(fresh, dir.file("saved_by_torch.pt"));
-  ASSERT_EQ(zanj_run("import-pt " + dir.file("saved_by_torch.pt") + " " + dir.file("back.zanj")), 0);
+  ASSERT_EQ(zanj_run("import-pt " + dir.file("saved_by_torch.pt") + " " + dir.file("back.zanj")),
+            0);
   const auto back = zanj::read(dir.file("back.zanj"));
   EXPECT_TRUE(BitIdentical(back.at("state_dict").at("net.0.weight").tensor(),
                            m->net[0]->as<torch::nn::Linear>()->weight));
-  EXPECT_EQ(zanj_run("import-pt " + dir.file("m.zanj") + " " + dir.file("x.zanj")), 2);  // not a .pt
+  EXPECT_EQ(zanj_run("import-pt " + dir.file("m.zanj") + " " + dir.file("x.zanj")),
+            2);  // not a .pt
 }
 
 TEST(CliTest, ReadsPythonFiles) {
   std::string out;
-  EXPECT_EQ(zanj_run("verify " + zanj_test::data_dir() + "/python/tree_modes_stored.zanj", &out), 0);
-  EXPECT_EQ(zanj_run("ls " + zanj_test::data_dir() + "/python/mynn_hidden64_fortran.zanj", &out), 0);
+  EXPECT_EQ(zanj_run("verify " + zanj_test::data_dir() + "/python/tree_modes_stored.zanj", &out),
+            0);
+  EXPECT_EQ(zanj_run("ls " + zanj_test::data_dir() + "/python/mynn_hidden64_fortran.zanj", &out),
+            0);
   EXPECT_THAT(out, HasSubstr("training_records/loss_per_step"));
   EXPECT_THAT(out, HasSubstr("external training_records/loss_per_step.jsonl"));
 }

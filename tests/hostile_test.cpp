@@ -15,11 +15,16 @@ enum class Expect { kFormat, kConfig, kStateMismatch, kVersion, kNone };
 
 const char* name(Expect e) {
   switch (e) {
-    case Expect::kFormat: return "FormatError";
-    case Expect::kConfig: return "ConfigError";
-    case Expect::kStateMismatch: return "StateMismatchError";
-    case Expect::kVersion: return "VersionError";
-    case Expect::kNone: return "no error";
+    case Expect::kFormat:
+      return "FormatError";
+    case Expect::kConfig:
+      return "ConfigError";
+    case Expect::kStateMismatch:
+      return "StateMismatchError";
+    case Expect::kVersion:
+      return "VersionError";
+    case Expect::kNone:
+      return "no error";
   }
   return "?";
 }
@@ -28,7 +33,8 @@ const char* name(Expect e) {
 Expect classify(const std::string& bytes, std::string* message = nullptr,
                 const zanj::ReadOptions& options = {}) {
   try {
-    const auto archive = zanj::ArchiveReader::from_bytes(bytes, "hostile.zanj", options.archive_limits);
+    const auto archive =
+        zanj::ArchiveReader::from_bytes(bytes, "hostile.zanj", options.archive_limits);
     const auto root = zanj::read(archive, options);
     mlp::MyNN::from_node(root, "hostile.zanj", options);
     return Expect::kNone;
@@ -93,14 +99,9 @@ struct Row {
   std::string message;  // substring of the error, naming the entry or key
 };
 
+// The same data under another header.
 std::string with_npy_header(const std::string& npy, const std::string& dict) {
-  std::string h = dict;
-  while ((10 + h.size() + 1) % 64) h += ' ';
-  h += '\n';
-  std::string out("\x93NUMPY\x01\x00", 8);
-  out.push_back(static_cast<char>(h.size() & 0xff));
-  out.push_back(static_cast<char>(h.size() >> 8));
-  return out + h + npy.substr(zanj::parse_npy_header(npy).data_offset);
+  return zanj_test::npy_with_header(dict, npy.substr(zanj::parse_npy_header(npy).data_offset));
 }
 
 TEST(HostileFilesTest, EveryRowEndsInItsErrorType) {
@@ -108,22 +109,26 @@ TEST(HostileFilesTest, EveryRowEndsInItsErrorType) {
       {"valid file", [](Checkpoint& c) { return c.build(); }, Expect::kNone, ""},
       {"npy header lies about the shape",
        [](Checkpoint& c) {
-         c.externals[kW] = with_npy_header(c.externals[kW], "{'descr': '<f4', 'fortran_order': False, 'shape': (32, 11), }");
+         c.externals[kW] = with_npy_header(
+             c.externals[kW], "{'descr': '<f4', 'fortran_order': False, 'shape': (32, 11), }");
          return c.build();
        },
        Expect::kFormat, kW + ": header says shape (32, 11)"},
       {"npy object dtype",
        [](Checkpoint& c) {
-         c.externals[kW] = with_npy_header(c.externals[kW], "{'descr': '|O', 'fortran_order': False, 'shape': (32, 10), }");
+         c.externals[kW] = with_npy_header(
+             c.externals[kW], "{'descr': '|O', 'fortran_order': False, 'shape': (32, 10), }");
          return c.build();
        },
        Expect::kFormat, "need pickle"},
       {"npy big-endian is read correctly",
        [](Checkpoint& c) {
          auto t = zanj::decode_npy(c.externals[kW]);
-         std::string be = with_npy_header(c.externals[kW], "{'descr': '>f4', 'fortran_order': False, 'shape': (32, 10), }");
+         std::string be = with_npy_header(
+             c.externals[kW], "{'descr': '>f4', 'fortran_order': False, 'shape': (32, 10), }");
          const auto off = zanj::parse_npy_header(be).data_offset;
-         for (std::size_t i = off; i + 4 <= be.size(); i += 4) std::reverse(be.begin() + static_cast<long>(i), be.begin() + static_cast<long>(i) + 4);
+         for (std::size_t i = off; i + 4 <= be.size(); i += 4)
+           std::reverse(be.begin() + static_cast<long>(i), be.begin() + static_cast<long>(i) + 4);
          c.externals[kW] = be;
          return c.build();
        },
@@ -227,7 +232,8 @@ TEST(HostileFilesTest, EveryRowEndsInItsErrorType) {
        Expect::kNone, ""},
       {"not a zip at all", [](Checkpoint&) { return std::string(1000, 'z'); }, Expect::kFormat,
        "not a valid zip archive"},
-      {"empty file", [](Checkpoint&) { return std::string(); }, Expect::kFormat, "shorter than the 22-byte end record"},
+      {"empty file", [](Checkpoint&) { return std::string(); }, Expect::kFormat,
+       "shorter than the 22-byte end record"},
   };
   for (const auto& row : rows) {
     SCOPED_TRACE(row.what);
@@ -288,7 +294,8 @@ TEST(HostileFilesTest, LyingCentralDirectorySizesAreRefusedBeforeAllocating) {
   ASSERT_NE(cd, std::string::npos);
   const std::size_t record = cd - 46;
   ASSERT_EQ(b.substr(record, 4), std::string("PK\x01\x02", 4));
-  for (int k = 0; k < 4; ++k) b[record + 24 + static_cast<std::size_t>(k)] = static_cast<char>(0xfe);  // uncompressed size
+  for (int k = 0; k < 4; ++k)
+    b[record + 24 + static_cast<std::size_t>(k)] = static_cast<char>(0xfe);  // uncompressed size
   std::string message;
   EXPECT_EQ(classify(b, &message), Expect::kFormat);
 }

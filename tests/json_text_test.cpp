@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
 #include <cmath>
-
 #include <configured_model/errors.hpp>
 #include <configured_model/json_text.hpp>
 
@@ -39,9 +38,10 @@ TEST(JsonTextTest, DumpsLikePythonJsonDumpsWithTabIndent) {
   j["e"] = NAN;
   // json.dumps({"a": 1, "b": [1.5, "h\xe9llo \u2603", None, True], "c": {}, "d": [],
   //             "e": float("nan")}, indent="\t")
-  EXPECT_EQ(zanj::dump_json(j),
-            "{\n\t\"a\": 1,\n\t\"b\": [\n\t\t1.5,\n\t\t\"h\\u00e9llo \\u2603\",\n\t\tnull,\n\t\ttrue\n"
-            "\t],\n\t\"c\": {},\n\t\"d\": [],\n\t\"e\": NaN\n}");
+  EXPECT_EQ(
+      zanj::dump_json(j),
+      "{\n\t\"a\": 1,\n\t\"b\": [\n\t\t1.5,\n\t\t\"h\\u00e9llo \\u2603\",\n\t\tnull,\n\t\ttrue\n"
+      "\t],\n\t\"c\": {},\n\t\"d\": [],\n\t\"e\": NaN\n}");
   EXPECT_EQ(zanj::dump_json(j, zanj::JsonStyle::kLine),
             "{\"a\": 1, \"b\": [1.5, \"h\\u00e9llo \\u2603\", null, true], \"c\": {}, \"d\": [], "
             "\"e\": NaN}");
@@ -49,8 +49,7 @@ TEST(JsonTextTest, DumpsLikePythonJsonDumpsWithTabIndent) {
 
 TEST(JsonTextTest, ParsesPythonNonFiniteTokensOutsideStringsOnly) {
   const auto j = zanj::parse_json(
-      R"({"a": NaN, "b": [Infinity, -Infinity, 1], "s": "NaN Infinity", "t": "x\"NaN"})", "f",
-      "e");
+      R"({"a": NaN, "b": [Infinity, -Infinity, 1], "s": "NaN Infinity", "t": "x\"NaN"})", "f", "e");
   EXPECT_TRUE(std::isnan(j["a"].get<double>()));
   EXPECT_EQ(j["b"][0].get<double>(), INFINITY);
   EXPECT_EQ(j["b"][1].get<double>(), -INFINITY);

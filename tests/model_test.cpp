@@ -8,11 +8,11 @@
 
 namespace {
 
+using mlp::MyNN;
+using mlp::MyNNConfig;
 using ::testing::HasSubstr;
 using zanj_test::BitIdentical;
 using zanj_test::TempDir;
-using mlp::MyNN;
-using mlp::MyNNConfig;
 
 // ---- The TORCH_MODULE form, as the README shows it ----
 struct BlockConfig {
@@ -92,7 +92,8 @@ TEST(ConfiguredModelTest, StoresPythonsLayout) {
   EXPECT_EQ(j["meta"]["num_params"], 64 * 10 + 64 + 2 * 64 + 2);
   std::vector<std::string> sd;
   for (auto it = j["state_dict"].begin(); it != j["state_dict"].end(); ++it) sd.push_back(it.key());
-  EXPECT_EQ(sd, (std::vector<std::string>{"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}));
+  EXPECT_EQ(sd,
+            (std::vector<std::string>{"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}));
   EXPECT_EQ(j["state_dict"]["net.0.weight"]["$ref"], "state_dict/net.0.weight.npy");
   EXPECT_EQ(j["state_dict"]["net.0.bias"]["__muutils_format__"], "torch.Tensor:array_list_meta");
 }
@@ -116,7 +117,8 @@ TEST(ConfiguredModelTest, TorchModuleHolderFormRoundTripsBuffers) {
   // 0-d buffers are written as zero_dim, as Python does.
   const auto j = zanj::parse_json(
       zanj::ArchiveReader::open(dir.file("block.zanj")).read("__zanj__.json"), "", "");
-  EXPECT_EQ(j["state_dict"]["norm.num_batches_tracked"]["__muutils_format__"], "torch.Tensor:zero_dim");
+  EXPECT_EQ(j["state_dict"]["norm.num_batches_tracked"]["__muutils_format__"],
+            "torch.Tensor:zero_dim");
   EXPECT_EQ(j["state_dict"]["norm.num_batches_tracked"]["dtype"], "torch.int64");
 }
 
@@ -143,10 +145,10 @@ TEST(ConfiguredModelTest, StrictLoadListsEveryMismatch) {
   TempDir dir;
   auto tree = stored_model(trained_model());
   auto& sd = tree.at("state_dict");
-  sd.erase("net.0.bias");                                   // missing
-  sd["extra.weight"] = torch::zeros({1});                   // unexpected
-  sd.at("net.2.weight") = torch::zeros({3, 20});            // shape
-  sd.at("net.2.bias") = torch::zeros({2}, torch::kFloat64); // dtype
+  sd.erase("net.0.bias");                                    // missing
+  sd["extra.weight"] = torch::zeros({1});                    // unexpected
+  sd.at("net.2.weight") = torch::zeros({3, 20});             // shape
+  sd.at("net.2.bias") = torch::zeros({2}, torch::kFloat64);  // dtype
   zanj::save(tree, dir.file("bad.zanj"));
   try {
     MyNN::read(dir.file("bad.zanj"));
@@ -291,7 +293,8 @@ TEST(ConfiguredModelTest, ReadsModelsWrittenByPythonZanj) {
     auto model = MyNN::read(zanj_test::data_dir() + "/python/" + file);
     EXPECT_EQ(model->config().hidden_dim, hidden);
     EXPECT_EQ(model->config().act_fn, "ReLU");
-    EXPECT_TRUE(BitIdentical(model->net[0]->as<torch::nn::Linear>()->weight, formula({hidden, 10})));
+    EXPECT_TRUE(
+        BitIdentical(model->net[0]->as<torch::nn::Linear>()->weight, formula({hidden, 10})));
     EXPECT_TRUE(BitIdentical(model->net[2]->as<torch::nn::Linear>()->bias, formula({2})));
     const auto& records = model->training_records();
     ASSERT_EQ(records["loss_per_step"].size(), 300u);
@@ -302,7 +305,8 @@ TEST(ConfiguredModelTest, ReadsModelsWrittenByPythonZanj) {
 }
 
 TEST(ConfiguredModelTest, PythonComputesTheSameOutputsFromOurFile) {
-  if (!zanj_test::python_has("numpy, torch")) GTEST_SKIP() << "needs python3-numpy and python3-torch";
+  if (!zanj_test::python_has("numpy, torch"))
+    GTEST_SKIP() << "needs python3-numpy and python3-torch";
   TempDir dir;
   auto model = trained_model(64);
   model->save(dir.file("run.zanj"));
@@ -313,7 +317,8 @@ TEST(ConfiguredModelTest, PythonComputesTheSameOutputsFromOurFile) {
             0);
   const auto py = nlohmann::json::parse(python_out);
   torch::NoGradGuard no_grad;
-  const auto ours = model->forward(torch::arange(30, torch::kFloat32).reshape({3, 10}) / 10).to(torch::kDouble);
+  const auto ours =
+      model->forward(torch::arange(30, torch::kFloat32).reshape({3, 10}) / 10).to(torch::kDouble);
   ASSERT_EQ(py.size(), 3u);
   for (int64_t i = 0; i < 3; ++i) {
     for (int64_t j = 0; j < 2; ++j) {

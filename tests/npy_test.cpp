@@ -10,23 +10,13 @@ namespace {
 using ::testing::HasSubstr;
 using zanj_test::BitIdentical;
 
-const std::vector<torch::ScalarType> kAllDtypes = {
-    torch::kBool,  torch::kUInt8, torch::kInt8,     torch::kInt16,   torch::kInt32,
-    torch::kInt64, torch::kHalf,  torch::kBFloat16, torch::kFloat32, torch::kFloat64,
-    torch::kComplexFloat, torch::kComplexDouble};
-
-torch::Tensor sample(torch::ScalarType dtype, at::IntArrayRef shape) {
-  auto t = torch::randn(shape, torch::kFloat64) * 100;
-  if (dtype == torch::kBool) return t > 0;
-  if (at::isComplexType(dtype)) return torch::complex(t, -t).to(dtype);
-  return t.to(dtype);
-}
+using zanj_test::sample;
 
 const std::map<std::string, torch::ScalarType> kDtypes = {
-    {"torch.bool", torch::kBool},    {"torch.uint8", torch::kUInt8},
-    {"torch.int8", torch::kInt8},    {"torch.int16", torch::kInt16},
-    {"torch.int32", torch::kInt32},  {"torch.int64", torch::kInt64},
-    {"torch.float16", torch::kHalf}, {"torch.float32", torch::kFloat32},
+    {"torch.bool", torch::kBool},      {"torch.uint8", torch::kUInt8},
+    {"torch.int8", torch::kInt8},      {"torch.int16", torch::kInt16},
+    {"torch.int32", torch::kInt32},    {"torch.int64", torch::kInt64},
+    {"torch.float16", torch::kHalf},   {"torch.float32", torch::kFloat32},
     {"torch.float64", torch::kFloat64}};
 
 // Builds expected tensor from a manifest row (values flat in C order).
@@ -81,9 +71,9 @@ TEST(NpyTest, DecodesEveryNumpyGoldenFile) {
 
 TEST(NpyTest, RoundTripsEveryDtypeAndShapeBitForBit) {
   torch::manual_seed(1);
-  const std::vector<std::vector<int64_t>> shapes = {{}, {0}, {1}, {7}, {3, 5}, {0, 4}, {2, 0, 3},
-                                                    {2, 3, 4, 5}};
-  for (auto dtype : kAllDtypes) {
+  const std::vector<std::vector<int64_t>> shapes = {{},     {0},    {1},       {7},
+                                                    {3, 5}, {0, 4}, {2, 0, 3}, {2, 3, 4, 5}};
+  for (auto dtype : zanj_test::all_dtypes()) {
     for (const auto& shape : shapes) {
       SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + c10::str(shape));
       const auto t = sample(dtype, shape);
@@ -106,11 +96,13 @@ TEST(NpyTest, RoundTripsLargeAndNonContiguousTensors) {
   const auto big = torch::randn({1024, 1024});
   EXPECT_TRUE(BitIdentical(zanj::decode_npy(zanj::encode_npy(big)), big));
   const auto transposed = torch::arange(12, torch::kInt64).reshape({3, 4}).t();
-  EXPECT_TRUE(BitIdentical(zanj::decode_npy(zanj::encode_npy(transposed)), transposed.contiguous()));
+  EXPECT_TRUE(
+      BitIdentical(zanj::decode_npy(zanj::encode_npy(transposed)), transposed.contiguous()));
 }
 
 TEST(NpyTest, KeepsNanPayloadsAndSignedZero) {
-  auto t = torch::tensor({0.0, -0.0, std::nan("0x123"), -std::numeric_limits<double>::infinity()}, torch::kFloat64);
+  auto t = torch::tensor({0.0, -0.0, std::nan("0x123"), -std::numeric_limits<double>::infinity()},
+                         torch::kFloat64);
   EXPECT_TRUE(BitIdentical(zanj::decode_npy(zanj::encode_npy(t)), t));
 }
 
@@ -125,15 +117,7 @@ TEST(NpyTest, WritesTheHeaderNumpyWrites) {
 
 std::string valid() { return zanj::encode_npy(torch::arange(6, torch::kFloat32)); }
 
-std::string with_header(const std::string& dict) {
-  std::string h = dict;
-  while ((10 + h.size() + 1) % 64) h += ' ';
-  h += '\n';
-  std::string out("\x93NUMPY\x01\x00", 8);
-  out.push_back(static_cast<char>(h.size() & 0xff));
-  out.push_back(static_cast<char>(h.size() >> 8));
-  return out + h;
-}
+std::string with_header(const std::string& dict) { return zanj_test::npy_with_header(dict); }
 
 TEST(NpyTest, RejectsBadMagic) {
   std::string b = valid();
@@ -169,29 +153,39 @@ TEST(NpyTest, RejectsHeadersThatLie) {
   } catch (const zanj::FormatError& e) {
     EXPECT_THAT(e.what(), HasSubstr("pickle"));
   }
-  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<u8', 'fortran_order': False, 'shape': (0,), }")),
+  EXPECT_THROW(
+      zanj::decode_npy(with_header("{'descr': '<u8', 'fortran_order': False, 'shape': (0,), }")),
+      zanj::FormatError);
+  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'shape': (0,), }")),
                zanj::FormatError);
-  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'shape': (0,), }")), zanj::FormatError);
-  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (0,), }")),
+  EXPECT_THROW(zanj::decode_npy(with_header(
+                   "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (0,), }")),
                zanj::FormatError);
-  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0,), 'x': 1}")),
+  EXPECT_THROW(zanj::decode_npy(
+                   with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0,), 'x': 1}")),
                zanj::FormatError);
-  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }")),
-               zanj::FormatError);
-  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }")),
+  EXPECT_THROW(
+      zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }")),
+      zanj::FormatError);
+  EXPECT_THROW(zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                            "(4294967296, 4294967296, 4294967296), }")),
                zanj::FormatError);
 }
 
 TEST(NpyTest, RefusesHugeDimensionsBesideAZero) {
   // Found by fuzzing: the element count is 0, but torch cannot allocate the shape.
   try {
-    zanj::decode_npy(with_header("{'descr': '|i2', 'fortran_order': True, 'shape': (0, 800000000709951329, 6, 4), }"),
-                     "f.zanj", "x.npy");
+    zanj::decode_npy(
+        with_header(
+            "{'descr': '|i2', 'fortran_order': True, 'shape': (0, 800000000709951329, 6, 4), }"),
+        "f.zanj", "x.npy");
     FAIL();
   } catch (const zanj::FormatError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("f.zanj: x.npy: shape (0, 800000000709951329, 6, 4) overflows"));
+    EXPECT_THAT(e.what(),
+                HasSubstr("f.zanj: x.npy: shape (0, 800000000709951329, 6, 4) overflows"));
   }
-  EXPECT_EQ(zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000), }"))
+  EXPECT_EQ(zanj::decode_npy(
+                with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000), }"))
                 .sizes(),
             at::IntArrayRef({0, 1000000}));
 }

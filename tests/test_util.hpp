@@ -2,6 +2,9 @@
 // Helpers shared by the tests: temporary directories, file bytes, tensor comparisons.
 #pragma once
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,10 +12,7 @@
 #include <random>
 #include <sstream>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <vector>
 
 namespace zanj_test {
 
@@ -67,6 +67,34 @@ inline ::testing::AssertionResult BitIdentical(const torch::Tensor& a, const tor
     return ::testing::AssertionFailure() << "bytes differ";
   }
   return ::testing::AssertionSuccess();
+}
+
+/// Every dtype torch 1.13 has that the format covers.
+inline const std::vector<torch::ScalarType>& all_dtypes() {
+  static const std::vector<torch::ScalarType> kAll = {
+      torch::kBool,    torch::kUInt8,   torch::kInt8,         torch::kInt16,
+      torch::kInt32,   torch::kInt64,   torch::kHalf,         torch::kBFloat16,
+      torch::kFloat32, torch::kFloat64, torch::kComplexFloat, torch::kComplexDouble};
+  return kAll;
+}
+
+/// Random values of `dtype` and `shape` (large magnitudes, so integer dtypes get varied values).
+inline torch::Tensor sample(torch::ScalarType dtype, at::IntArrayRef shape) {
+  auto t = torch::randn(shape, torch::kFloat64) * 1000;
+  if (dtype == torch::kBool) return t > 0;
+  if (at::isComplexType(dtype)) return torch::complex(t, -t).to(dtype);
+  return t.to(dtype);
+}
+
+/// A .npy v1 file with the given header dict and `data` after it (padded as numpy pads).
+inline std::string npy_with_header(const std::string& dict, const std::string& data = "") {
+  std::string h = dict;
+  while ((10 + h.size() + 1) % 64) h += ' ';
+  h += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out.push_back(static_cast<char>(h.size() & 0xff));
+  out.push_back(static_cast<char>(h.size() >> 8));
+  return out + h + data;
 }
 
 inline std::string data_dir() { return CONFIGURED_MODEL_TEST_DATA; }

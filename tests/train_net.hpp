@@ -2,8 +2,9 @@
 // A small model with dropout (so the RNG matters) shared by the training tests and their helper.
 #pragma once
 
-#include <configured_model/configured_model.hpp>
 #include <torch/torch.h>
+
+#include <configured_model/configured_model.hpp>
 
 namespace zanj_test {
 
@@ -40,14 +41,13 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string
     return g;
   };
   if (name == "SGD") {
-    return std::make_unique<o::SGD>(
-        groups(o::SGDOptions(0.1).momentum(0.9).nesterov(true),
-               o::SGDOptions(0.05).momentum(0.5).weight_decay(1e-4)),
-        o::SGDOptions(0.1));
+    return std::make_unique<o::SGD>(groups(o::SGDOptions(0.1).momentum(0.9).nesterov(true),
+                                           o::SGDOptions(0.05).momentum(0.5).weight_decay(1e-4)),
+                                    o::SGDOptions(0.1));
   }
   if (name == "Adam") {
-    return std::make_unique<o::Adam>(groups(o::AdamOptions(1e-2), o::AdamOptions(5e-3).amsgrad(true)),
-                                     o::AdamOptions(1e-2));
+    return std::make_unique<o::Adam>(
+        groups(o::AdamOptions(1e-2), o::AdamOptions(5e-3).amsgrad(true)), o::AdamOptions(1e-2));
   }
   if (name == "AdamW") {
     return std::make_unique<o::AdamW>(
@@ -60,7 +60,8 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string
         o::RMSpropOptions(1e-2));
   }
   return std::make_unique<o::Adagrad>(
-      groups(o::AdagradOptions(0.1).lr_decay(0.01), o::AdagradOptions(0.05).initial_accumulator_value(0.1)),
+      groups(o::AdagradOptions(0.1).lr_decay(0.01),
+             o::AdagradOptions(0.05).initial_accumulator_value(0.1)),
       o::AdagradOptions(0.1));
 }
 

@@ -27,7 +27,8 @@ void step_once(TrainNet& model, torch::optim::Optimizer& opt, torch::optim::LRSc
   model.train();
   const auto idx = torch::randint(0, 64, {16});  // batch sampling draws from torch's RNG
   opt.zero_grad();
-  auto loss = torch::nn::functional::cross_entropy(model.forward(d.x.index({idx})), d.y.index({idx}));
+  auto loss =
+      torch::nn::functional::cross_entropy(model.forward(d.x.index({idx})), d.y.index({idx}));
   loss.backward();
   opt.step();
   sched.step();
@@ -68,7 +69,8 @@ int main(int argc, char** argv) try {
   if (mode == "resume" && argc == 5) {
     const Data d = make_data();
     auto r = zanj::resume<TrainNet>(argv[2]);
-    return run(*r.model, *r.optimizer, *r.scheduler, r.state, d, std::atoll(argv[3]), argv[4], -1, "");
+    return run(*r.model, *r.optimizer, *r.scheduler, r.state, d, std::atoll(argv[3]), argv[4], -1,
+               "");
   }
   if (mode == "save-loop" && argc == 3) {
     torch::manual_seed(2);

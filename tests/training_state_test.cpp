@@ -4,9 +4,8 @@
 #include <sys/wait.h>
 
 #include <chrono>
-#include <thread>
-
 #include <configured_model/configured_model.hpp>
+#include <thread>
 
 #include "test_util.hpp"
 #include "train_net.hpp"
@@ -36,7 +35,8 @@ void expect_same_tree(const zanj::Node& a, const zanj::Node& b, const std::strin
     }
   } else if (a.is_list()) {
     ASSERT_EQ(a.size(), b.size()) << path;
-    for (std::size_t i = 0; i < a.size(); ++i) expect_same_tree(a.at(i), b.at(i), path + "/" + std::to_string(i));
+    for (std::size_t i = 0; i < a.size(); ++i)
+      expect_same_tree(a.at(i), b.at(i), path + "/" + std::to_string(i));
   } else {
     EXPECT_EQ(a.scalar().dump(), b.scalar().dump()) << path;
   }
@@ -71,7 +71,9 @@ TEST_P(ResumeExactnessTest, StoppingAndResumingInANewProcessIsBitIdentical) {
 
 INSTANTIATE_TEST_SUITE_P(Optimizers, ResumeExactnessTest,
                          ::testing::Values("SGD", "Adam", "AdamW", "RMSprop", "Adagrad"),
-                         [](const ::testing::TestParamInfo<std::string>& param_info) { return param_info.param; });
+                         [](const ::testing::TestParamInfo<std::string>& param_info) {
+                           return param_info.param;
+                         });
 
 TEST(TrainingStateTest, OptimizerStateIsKeyedByParameterName) {
   TempDir dir;
@@ -85,7 +87,13 @@ TEST(TrainingStateTest, OptimizerStateIsKeyedByParameterName) {
   const auto& state = tree.at("training_state").at("optimizer").at("state");
   EXPECT_TRUE(state.contains("fc1.weight"));
   EXPECT_TRUE(state.contains("fc2.bias"));
-  EXPECT_EQ(tree.at("training_state").at("optimizer").at("param_groups").at(0).at("params").at(0).scalar(),
+  EXPECT_EQ(tree.at("training_state")
+                .at("optimizer")
+                .at("param_groups")
+                .at(0)
+                .at("params")
+                .at(0)
+                .scalar(),
             "fc1.weight");
   auto run = zanj::resume<TrainNet>(dir.file("c.zanj"));
   EXPECT_EQ(run.state.step, 3);
@@ -119,7 +127,9 @@ TEST(TrainingStateTest, MismatchedModelIsAClearError) {
     zanj::resume_training(zanj::read(dir.file("a.zanj")).at("training_state"), *other, "a.zanj");
     FAIL();
   } catch (const zanj::StateMismatchError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("a.zanj: training_state/optimizer/state/fc1.weight/exp_avg: shape mismatch"));
+    EXPECT_THAT(
+        e.what(),
+        HasSubstr("a.zanj: training_state/optimizer/state/fc1.weight/exp_avg: shape mismatch"));
   }
   // A model with a parameter the optimizer never saw.
   struct Extra : torch::nn::Module {
@@ -180,7 +190,8 @@ TEST(TrainingStateTest, UserSchedulersPlugInThroughTheRegistry) {
   auto run = zanj::resume<TrainNet>(dir.file("c.zanj"));
   ASSERT_NE(run.scheduler, nullptr);
   EXPECT_EQ(dynamic_cast<Halving&>(*run.scheduler).count(), 2u);
-  EXPECT_EQ(static_cast<torch::optim::SGDOptions&>(run.optimizer->param_groups()[0].options()).lr(), 0.025);
+  EXPECT_EQ(static_cast<torch::optim::SGDOptions&>(run.optimizer->param_groups()[0].options()).lr(),
+            0.025);
 }
 
 TEST(TrainingStateTest, RestoresTheRngState) {
@@ -213,7 +224,8 @@ TEST(CrashSafetyTest, SigkillMidSaveNeverLeavesAnUnreadableFile) {
     if (pid == 0) {
       int devnull = ::open("/dev/null", O_WRONLY);
       dup2(devnull, 1);
-      execl(helper().c_str(), helper().c_str(), "save-loop", path.c_str(), static_cast<char*>(nullptr));
+      execl(helper().c_str(), helper().c_str(), "save-loop", path.c_str(),
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 400));
@@ -250,8 +262,8 @@ TEST(CheckpointManagerTest, KeepsLastBestAndEveryMth) {
   auto model = std::make_shared<TrainNet>(TrainNetConfig{});
   auto opt = zanj_test::make_optimizer("SGD", *model);
   // val_loss is lowest at step 30.
-  const std::map<int64_t, double> losses = {{10, 0.9}, {20, 0.5}, {30, 0.1}, {40, 0.4}, {50, 0.6},
-                                            {60, 0.7}, {70, 0.8}};
+  const std::map<int64_t, double> losses = {{10, 0.9}, {20, 0.5}, {30, 0.1}, {40, 0.4},
+                                            {50, 0.6}, {60, 0.7}, {70, 0.8}};
   for (int64_t step = 1; step <= 70; ++step) {
     if (!manager.due(step)) continue;
     zanj::TrainingState st;

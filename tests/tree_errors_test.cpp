@@ -49,9 +49,11 @@ void expect_error(const std::string& path, const std::vector<std::string>& parts
 TEST(TreeErrorsTest, RefToMissingEntry) {
   TempDir dir;
   const auto path = build(
-      dir, R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "float32"}})",
+      dir,
+      R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "float32"}})",
       kNoExternals);
-  expect_error<zanj::FormatError>(path, {"t.zanj: w: ", "'$ref' names entry w.npy, which the archive does not contain"});
+  expect_error<zanj::FormatError>(
+      path, {"t.zanj: w: ", "'$ref' names entry w.npy, which the archive does not contain"});
 }
 
 TEST(TreeErrorsTest, ExternalListedButAbsent) {
@@ -64,7 +66,8 @@ TEST(TreeErrorsTest, RefNotListedInExternalsInfoWarnsOrThrows) {
   TempDir dir;
   const auto npy = zanj::encode_npy(torch::ones({300}));
   const auto path = build(
-      dir, R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "torch.float32"}})",
+      dir,
+      R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "torch.float32"}})",
       kNoExternals, {{"w.npy", npy}});
   EXPECT_TRUE(torch::equal(zanj::read(path).at("w").tensor(), torch::ones({300})));
   zanj::ReadOptions strict;
@@ -76,11 +79,12 @@ TEST(TreeErrorsTest, NpyDtypeDifferentFromJsonIsCastWithAWarning) {
   TempDir dir;
   const auto npy = zanj::encode_npy(torch::arange(300, torch::kFloat64));
   const auto path = build(
-      dir, R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "torch.float32"}})",
+      dir,
+      R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "torch.float32"}})",
       external_meta("w.npy", "w"), {{"w.npy", npy}});
   std::ostringstream log;
-  zanj::set_logger(std::make_shared<spdlog::logger>(
-      "t", std::make_shared<spdlog::sinks::ostream_sink_st>(log)));
+  zanj::set_logger(
+      std::make_shared<spdlog::logger>("t", std::make_shared<spdlog::sinks::ostream_sink_st>(log)));
   const auto t = zanj::read(path).at("w").tensor();
   zanj::set_logger(nullptr);
   EXPECT_EQ(t.scalar_type(), torch::kFloat32);
@@ -94,9 +98,11 @@ TEST(TreeErrorsTest, NpyShapeDifferentFromJson) {
   TempDir dir;
   const auto npy = zanj::encode_npy(torch::ones({300}));
   const auto path = build(
-      dir, R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "shape": [3, 100], "dtype": "torch.float32"}})",
+      dir,
+      R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "shape": [3, 100], "dtype": "torch.float32"}})",
       external_meta("w.npy", "w"), {{"w.npy", npy}});
-  expect_error<zanj::FormatError>(path, {"t.zanj: w: shape mismatch (JSON says [3, 100], w.npy holds [300])"});
+  expect_error<zanj::FormatError>(
+      path, {"t.zanj: w: shape mismatch (JSON says [3, 100], w.npy holds [300])"});
 }
 
 TEST(TreeErrorsTest, BadInlineArrays) {
@@ -151,17 +157,19 @@ TEST(TreeErrorsTest, MissingOrMalformedEntries) {
 
 TEST(TreeErrorsTest, BadJsonlLinesNameTheLine) {
   TempDir dir;
-  const auto path = build(dir, R"({"l": {"__muutils_format__": "list:external", "$ref": "l.jsonl"}})",
-                          R"({"externals_info": {"l.jsonl": {"item_type": "jsonl", "path": ["l"]}}})",
-                          {{"l.jsonl", "1\n2\n{oops\n"}});
+  const auto path =
+      build(dir, R"({"l": {"__muutils_format__": "list:external", "$ref": "l.jsonl"}})",
+            R"({"externals_info": {"l.jsonl": {"item_type": "jsonl", "path": ["l"]}}})",
+            {{"l.jsonl", "1\n2\n{oops\n"}});
   expect_error<zanj::FormatError>(path, {"t.zanj: l.jsonl line 3: malformed JSON"});
 }
 
 TEST(TreeErrorsTest, ExternalWithoutRefIsFoundThroughExternalsInfo) {
   TempDir dir;
   const auto npy = zanj::encode_npy(torch::arange(300));
-  const auto path = build(dir, R"({"w": {"__muutils_format__": "torch.Tensor:external", "dtype": "torch.int64"}})",
-                          external_meta("w.npy", "w"), {{"w.npy", npy}});
+  const auto path = build(
+      dir, R"({"w": {"__muutils_format__": "torch.Tensor:external", "dtype": "torch.int64"}})",
+      external_meta("w.npy", "w"), {{"w.npy", npy}});
   EXPECT_TRUE(torch::equal(zanj::read(path).at("w").tensor(), torch::arange(300)));
 }
 

@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
 #include <cmath>
-
 #include <configured_model/configured_model.hpp>
 
 #include "test_util.hpp"
@@ -12,17 +11,7 @@ using zanj_test::BitIdentical;
 using zanj_test::TempDir;
 using ojson = nlohmann::ordered_json;
 
-const std::vector<torch::ScalarType> kAllDtypes = {
-    torch::kBool,  torch::kUInt8, torch::kInt8,     torch::kInt16,   torch::kInt32,
-    torch::kInt64, torch::kHalf,  torch::kBFloat16, torch::kFloat32, torch::kFloat64,
-    torch::kComplexFloat, torch::kComplexDouble};
-
-torch::Tensor sample(torch::ScalarType dtype, at::IntArrayRef shape) {
-  auto t = torch::randn(shape, torch::kFloat64) * 1000;
-  if (dtype == torch::kBool) return t > 0;
-  if (at::isComplexType(dtype)) return torch::complex(t, -t).to(dtype);
-  return t.to(dtype);
-}
+using zanj_test::sample;
 
 zanj::Node save_and_read(const zanj::Node& tree, const std::string& path,
                          const zanj::SaveOptions& options = {}) {
@@ -35,11 +24,11 @@ class TreeRoundTripTest : public ::testing::TestWithParam<zanj::ArrayMode> {};
 TEST_P(TreeRoundTripTest, EveryDtypeAndShapeBitForBit) {
   torch::manual_seed(2);
   TempDir dir;
-  const std::vector<std::vector<int64_t>> shapes = {{}, {0}, {3}, {2, 3}, {0, 4}, {2, 0},
-                                                    {255}, {256}, {20, 20}};
+  const std::vector<std::vector<int64_t>> shapes = {{},     {0},   {3},   {2, 3},  {0, 4},
+                                                    {2, 0}, {255}, {256}, {20, 20}};
   zanj::Node tree = zanj::Node::dict();
   std::vector<std::pair<std::string, torch::Tensor>> originals;
-  for (auto dtype : kAllDtypes) {
+  for (auto dtype : zanj_test::all_dtypes()) {
     for (const auto& shape : shapes) {
       const std::string key = std::string(c10::toString(dtype)) + "_" + c10::str(shape);
       auto t = sample(dtype, shape);
@@ -67,9 +56,12 @@ INSTANTIATE_TEST_SUITE_P(AllArrayModes, TreeRoundTripTest,
                                            zanj::ArrayMode::kB64Meta),
                          [](const ::testing::TestParamInfo<zanj::ArrayMode>& param_info) {
                            switch (param_info.param) {
-                             case zanj::ArrayMode::kHexMeta: return std::string("HexMeta");
-                             case zanj::ArrayMode::kB64Meta: return std::string("B64Meta");
-                             default: return std::string("ListMeta");
+                             case zanj::ArrayMode::kHexMeta:
+                               return std::string("HexMeta");
+                             case zanj::ArrayMode::kB64Meta:
+                               return std::string("B64Meta");
+                             default:
+                               return std::string("ListMeta");
                            }
                          });
 
@@ -108,10 +100,12 @@ TEST(TreeTest, GenericTreesRoundTrip) {
   TempDir dir;
   zanj::Node tree = zanj::Node::dict();
   tree["embedding"] = torch::randn({100, 8});
-  tree["meta"] = nlohmann::json{{"epoch", 3}, {"lr", 1e-3}, {"name", "h\u00e9llo"},
+  tree["meta"] = nlohmann::json{{"epoch", 3}, {"lr", 1e-3},       {"name", "h\u00e9llo"},
                                 {"nan", NAN}, {"big", INT64_MAX}, {"nested", {{"a", {1, 2}}}}};
   zanj::Node tensors = zanj::Node::list();
-  for (int i = 0; i < 300; ++i) tensors.push_back(i % 100 == 1 ? zanj::Node(torch::randn({300})) : zanj::Node(nlohmann::json(i)));
+  for (int i = 0; i < 300; ++i)
+    tensors.push_back(i % 100 == 1 ? zanj::Node(torch::randn({300}))
+                                   : zanj::Node(nlohmann::json(i)));
   tree["many"] = tensors;  // long list (.jsonl) with nested external tensors
   const auto back = save_and_read(tree, dir.file("g.zanj"));
   EXPECT_TRUE(BitIdentical(back.at("embedding").tensor(), tree.at("embedding").tensor()));
@@ -157,12 +151,35 @@ TEST(TreeTest, DeflatedFilesRoundTrip) {
   EXPECT_EQ(zanj::ArchiveReader::open(dir.file("d.zanj")).find("w.npy")->method, 8);
 }
 
+TEST(TreeTest, ProgressReportsEveryEntryUpToTheTotal) {
+  TempDir dir;
+  zanj::Node tree = zanj::Node::dict();
+  tree["a"] = torch::zeros({1000});
+  tree["b"] = torch::zeros({2000});
+  std::vector<zanj::Progress> saves, reads;
+  zanj::SaveOptions save_options;
+  save_options.progress = [&](const zanj::Progress& p) { saves.push_back(p); };
+  zanj::save(tree, dir.file("p.zanj"), save_options);
+  ASSERT_EQ(saves.size(), 4u);  // meta, tree, a.npy, b.npy
+  EXPECT_EQ(saves.back().entry, "b.npy");
+  EXPECT_EQ(saves.back().bytes_done, saves.back().bytes_total);
+  for (std::size_t i = 1; i < saves.size(); ++i)
+    EXPECT_GT(saves[i].bytes_done, saves[i - 1].bytes_done);
+  zanj::ReadOptions read_options;
+  read_options.progress = [&](const zanj::Progress& p) { reads.push_back(p); };
+  zanj::read(dir.file("p.zanj"), read_options);
+  ASSERT_EQ(reads.size(), 2u);  // the two external entries
+  EXPECT_EQ(reads.back().bytes_done, reads.back().bytes_total);
+  EXPECT_EQ(reads.back().bytes_total, 128u + 4000 + 128 + 8000);
+}
+
 // ---- Files made exactly as Python ZANJ writes them (scripts/make_python_zanj.py) ----
 
 torch::Tensor formula(at::IntArrayRef shape) {
   int64_t n = 1;
   for (auto d : shape) n *= d;
-  return ((torch::arange(n, torch::kInt64).remainder(17) - 8).to(torch::kFloat32) / 16).reshape(shape);
+  return ((torch::arange(n, torch::kInt64).remainder(17) - 8).to(torch::kFloat32) / 16)
+      .reshape(shape);
 }
 
 TEST(PythonFilesTest, ReadsEveryInlineModeTagAndExternalKind) {
@@ -174,11 +191,15 @@ TEST(PythonFilesTest, ReadsEveryInlineModeTagAndExternalKind) {
                            torch::tensor({1, -2, 300, -32768}, torch::kInt16)));
   EXPECT_TRUE(BitIdentical(tree.at("float64_b64").tensor(),
                            torch::tensor({{1.5, -2.25}, {1e-300, 3.0}}, torch::kFloat64)));
-  EXPECT_TRUE(BitIdentical(tree.at("t_0d_float32").tensor(), torch::scalar_tensor(3.5, torch::kFloat32)));
-  EXPECT_TRUE(BitIdentical(tree.at("t_0d_int64").tensor(), torch::scalar_tensor(-7, torch::kInt64)));
-  EXPECT_TRUE(BitIdentical(tree.at("np_uint8").tensor(), torch::tensor({0, 7, 255}, torch::kUInt8)));
+  EXPECT_TRUE(
+      BitIdentical(tree.at("t_0d_float32").tensor(), torch::scalar_tensor(3.5, torch::kFloat32)));
+  EXPECT_TRUE(
+      BitIdentical(tree.at("t_0d_int64").tensor(), torch::scalar_tensor(-7, torch::kInt64)));
+  EXPECT_TRUE(
+      BitIdentical(tree.at("np_uint8").tensor(), torch::tensor({0, 7, 255}, torch::kUInt8)));
   EXPECT_TRUE(BitIdentical(tree.at("np_large").tensor(), formula({16, 20})));
-  EXPECT_TRUE(BitIdentical(tree.at("bool_small").tensor(), torch::tensor({{true, false}, {false, true}})));
+  EXPECT_TRUE(
+      BitIdentical(tree.at("bool_small").tensor(), torch::tensor({{true, false}, {false, true}})));
   const auto special = tree.at("special").tensor();
   EXPECT_TRUE(std::isnan(special[0].item<double>()));
   EXPECT_EQ(special[1].item<double>(), INFINITY);

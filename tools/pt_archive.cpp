@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include "pt_archive.hpp"
 
-#include <map>
-#include <memory>
-
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include <configured_model/errors.hpp>
+#include <map>
+#include <memory>
 
 namespace zanj_cli {
 namespace {
@@ -43,7 +42,8 @@ void write_level(Level& level, torch::serialize::OutputArchive& archive) {
   std::size_t max_index = 0;
   bool numbered = false;
   for (const auto& name : level.order) {
-    if (is_index(name)) max_index = std::max<std::size_t>(max_index, std::stoul(name)), numbered = true;
+    if (is_index(name))
+      max_index = std::max<std::size_t>(max_index, std::stoul(name)), numbered = true;
   }
   if (numbered) {
     for (std::size_t i = 0; i <= max_index; ++i) {

@@ -2,9 +2,8 @@
 // State dicts <-> libtorch's torch::save archive format (what torch::save(module) writes).
 #pragma once
 
-#include <string>
-
 #include <configured_model/state_dict.hpp>
+#include <string>
 
 namespace zanj_cli {
 

@@ -2,15 +2,14 @@
 // zanj: inspect, check, compare and convert .zanj files (ours or Python ZANJ's).
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cmath>
+#include <configured_model/configured_model.hpp>
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
-
-#include <CLI/CLI.hpp>
-#include <configured_model/configured_model.hpp>
 
 #include "pt_archive.hpp"
 
@@ -22,7 +21,8 @@ bool g_json = false;
 
 // ---- output helpers ----
 
-void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+void print_table(const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> width(header.size());
   for (std::size_t c = 0; c < header.size(); ++c) width[c] = header[c].size();
   for (const auto& r : rows) {
@@ -53,8 +53,10 @@ std::string human_bytes(std::uint64_t b) {
   int u = 0;
   while (v >= 1024 && u < 4) v /= 1024, ++u;
   std::ostringstream os;
-  if (u == 0) os << b << " B";
-  else os << std::fixed << std::setprecision(1) << v << " " << units[u];
+  if (u == 0)
+    os << b << " B";
+  else
+    os << std::fixed << std::setprecision(1) << v << " " << units[u];
   return os.str();
 }
 
@@ -63,10 +65,11 @@ zanj::ProgressCallback progress_for(const std::string& label) {
   if (!::isatty(2)) return {};
   return [label](const zanj::Progress& p) {
     if (p.bytes_total < (16u << 20)) return;
-    const int pct = static_cast<int>(100.0 * static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total));
+    const int pct = static_cast<int>(100.0 * static_cast<double>(p.bytes_done) /
+                                     static_cast<double>(p.bytes_total));
     std::cerr << "\r" << label << ": " << std::setw(3) << pct << "% " << human_bytes(p.bytes_done)
-              << " / " << human_bytes(p.bytes_total) << "\033[K" << (p.bytes_done >= p.bytes_total ? "\n" : "")
-              << std::flush;
+              << " / " << human_bytes(p.bytes_total) << "\033[K"
+              << (p.bytes_done >= p.bytes_total ? "\n" : "") << std::flush;
   };
 }
 
@@ -86,8 +89,8 @@ const zanj::Node& resolve(const zanj::Node& root, const std::string& key) {
       const zanj::Node* next = nullptr;
       std::size_t used = 0;
       for (const auto& [k, v] : node->as_dict()) {
-        if (rest.compare(0, k.size(), k) == 0 && (rest.size() == k.size() || rest[k.size()] == '/') &&
-            k.size() > used) {
+        if (rest.compare(0, k.size(), k) == 0 &&
+            (rest.size() == k.size() || rest[k.size()] == '/') && k.size() > used) {
           next = &v;
           used = k.size();
         }
@@ -115,7 +118,8 @@ ojson describe(const zanj::Node& n) {
   if (n.is_tensor()) {
     ojson s = ojson::array();
     for (auto d : n.tensor().sizes()) s.push_back(d);
-    return {{"tensor", {{"shape", s}, {"dtype", zanj::torch_dtype_name(n.tensor().scalar_type())}}}};
+    return {
+        {"tensor", {{"shape", s}, {"dtype", zanj::torch_dtype_name(n.tensor().scalar_type())}}}};
   }
   if (n.is_list()) {
     ojson out = ojson::array();
@@ -150,7 +154,8 @@ ojson tensor_stats(const torch::Tensor& input, int64_t first_n) {
     s["min"] = s["max"] = s["mean"] = s["std"] = nullptr;
   }
   ojson first = ojson::array();
-  for (int64_t i = 0; i < std::min<int64_t>(first_n, t.numel()); ++i) first.push_back(t[i].item<double>());
+  for (int64_t i = 0; i < std::min<int64_t>(first_n, t.numel()); ++i)
+    first.push_back(t[i].item<double>());
   s["first_values"] = first;
   return s;
 }
@@ -173,7 +178,8 @@ void walk_json(const ojson& j, const std::string& key, const zanj::ArchiveReader
   if (j.is_object()) {
     const auto tag = j.value("__muutils_format__", j.value("__format__", std::string()));
     if (tag.rfind("torch.Tensor:", 0) == 0 || tag.rfind("numpy.ndarray:", 0) == 0) {
-      Row r{key, "tensor", shape_text(j.value("shape", ojson())), j.value("dtype", std::string()), "", 0};
+      Row r{key, "tensor", shape_text(j.value("shape", ojson())), j.value("dtype", std::string()),
+            "",  0};
       const bool external = tag.size() > 9 && tag.compare(tag.size() - 9, 9, ":external") == 0;
       if (external) {
         const auto ref = j.value("$ref", std::string());
@@ -193,7 +199,8 @@ void walk_json(const ojson& j, const std::string& key, const zanj::ArchiveReader
       Row r{key, "list", "", "", "external " + ref, 0};
       if (const auto* e = archive.find(ref)) r.bytes = e->size;
       auto info = externals_info.is_object() ? externals_info.value(ref, ojson()) : ojson();
-      if (info.is_object() && info.contains("len(data)")) r.shape = "[" + info["len(data)"].dump() + "]";
+      if (info.is_object() && info.contains("len(data)"))
+        r.shape = "[" + info["len(data)"].dump() + "]";
       rows.push_back(r);
       return;
     }
@@ -210,36 +217,47 @@ void walk_json(const ojson& j, const std::string& key, const zanj::ArchiveReader
     for (const auto& v : j) plain = plain && !v.is_structured();
     rows.push_back({key, "list", "[" + std::to_string(j.size()) + "]", "", "inline", 0});
     if (!plain) {
-      for (std::size_t i = 0; i < j.size(); ++i) walk_json(j[i], child(std::to_string(i)), archive, externals_info, rows);
+      for (std::size_t i = 0; i < j.size(); ++i)
+        walk_json(j[i], child(std::to_string(i)), archive, externals_info, rows);
     }
     return;
   }
-  const char* type = j.is_number_integer() ? "int" : j.is_number_float() ? "float" : j.is_string() ? "str" : j.type_name();
+  const char* type = j.is_number_integer() ? "int"
+                     : j.is_number_float() ? "float"
+                     : j.is_string()       ? "str"
+                                           : j.type_name();
   rows.push_back({key, type, "", "", "inline", 0});
 }
 
 int cmd_ls(const std::string& file) {
   const auto archive = zanj::ArchiveReader::open(file);
-  if (!archive.contains(zanj::kTreeEntry)) throw zanj::FormatError(file + ": __zanj__.json: missing");
+  if (!archive.contains(zanj::kTreeEntry))
+    throw zanj::FormatError(file + ": __zanj__.json: missing");
   const auto tree = zanj::parse_json(archive.read(zanj::kTreeEntry), file, zanj::kTreeEntry);
   ojson externals_info;
   if (archive.contains(zanj::kMetaEntry)) {
-    externals_info = zanj::parse_json(archive.read(zanj::kMetaEntry), file, zanj::kMetaEntry).value("externals_info", ojson());
+    externals_info = zanj::parse_json(archive.read(zanj::kMetaEntry), file, zanj::kMetaEntry)
+                         .value("externals_info", ojson());
   }
   std::vector<Row> rows;
   walk_json(tree, "", archive, externals_info, rows);
   if (g_json) {
     ojson out = ojson::array();
     for (const auto& r : rows) {
-      out.push_back({{"key", r.key}, {"type", r.type}, {"shape", r.shape}, {"dtype", r.dtype},
-                     {"bytes", r.bytes}, {"storage", r.storage}});
+      out.push_back({{"key", r.key},
+                     {"type", r.type},
+                     {"shape", r.shape},
+                     {"dtype", r.dtype},
+                     {"bytes", r.bytes},
+                     {"storage", r.storage}});
     }
     std::cout << out.dump(1, '\t') << "\n";
     return 0;
   }
   std::vector<std::vector<std::string>> table;
   for (const auto& r : rows) {
-    table.push_back({r.key, r.type, r.shape, r.dtype, r.bytes ? human_bytes(r.bytes) : "", r.storage});
+    table.push_back(
+        {r.key, r.type, r.shape, r.dtype, r.bytes ? human_bytes(r.bytes) : "", r.storage});
   }
   print_table({"KEY", "TYPE", "SHAPE", "DTYPE", "BYTES", "STORAGE"}, table);
   return 0;
@@ -258,8 +276,9 @@ int cmd_show(const std::string& file, const std::string& key, int64_t first_n) {
     }
     std::vector<std::vector<std::string>> rows;
     for (auto it = s.begin(); it != s.end(); ++it) {
-      rows.push_back({it.key(), it.value().is_number_float() ? zanj::format_double(it.value().get<double>())
-                                                             : zanj::dump_json(it.value(), zanj::JsonStyle::kLine)});
+      rows.push_back({it.key(), it.value().is_number_float()
+                                    ? zanj::format_double(it.value().get<double>())
+                                    : zanj::dump_json(it.value(), zanj::JsonStyle::kLine)});
     }
     std::cout << key << "\n";
     print_table({"STAT", "VALUE"}, rows);
@@ -276,10 +295,13 @@ ojson records_summary(const ojson& records) {
   ojson out = ojson::object();
   for (auto it = records.begin(); it != records.end(); ++it) {
     const auto& v = it.value();
-    if (v.is_array() && !v.empty() && std::all_of(v.begin(), v.end(), [](const ojson& x) { return x.is_number(); })) {
+    if (v.is_array() && !v.empty() &&
+        std::all_of(v.begin(), v.end(), [](const ojson& x) { return x.is_number(); })) {
       double lo = INFINITY, hi = -INFINITY;
-      for (const auto& x : v) lo = std::min(lo, x.get<double>()), hi = std::max(hi, x.get<double>());
-      out[it.key()] = {{"count", v.size()}, {"first", v.front()}, {"last", v.back()}, {"min", lo}, {"max", hi}};
+      for (const auto& x : v)
+        lo = std::min(lo, x.get<double>()), hi = std::max(hi, x.get<double>());
+      out[it.key()] = {
+          {"count", v.size()}, {"first", v.front()}, {"last", v.back()}, {"min", lo}, {"max", hi}};
     } else if (v.is_array()) {
       out[it.key()] = {{"count", v.size()}};
     } else {
@@ -297,9 +319,10 @@ int cmd_meta(const std::string& file) {
   out["class"] = tag && tag->is_scalar() ? tag->scalar() : ojson();
   const zanj::Node* config = root.is_dict() ? root.find("zanj_model_config") : nullptr;
   out["config"] = config ? describe(*config) : ojson();
-  out["versions"] = {{"configured_model", meta.value("configured_model", ojson())},
-                     {"libtorch", meta.value("/sysinfo/libtorch/version"_json_pointer, ojson())},
-                     {"python_torch", meta.value("/sysinfo/pytorch/torch.__version__"_json_pointer, ojson())}};
+  out["versions"] = {
+      {"configured_model", meta.value("configured_model", ojson())},
+      {"libtorch", meta.value("/sysinfo/libtorch/version"_json_pointer, ojson())},
+      {"python_torch", meta.value("/sysinfo/pytorch/torch.__version__"_json_pointer, ojson())}};
   out["zanj_cfg"] = meta.value("zanj_cfg", ojson());
   if (out["zanj_cfg"].is_object()) {
     out["zanj_cfg"].erase("serialization_handlers");
@@ -312,7 +335,8 @@ int cmd_meta(const std::string& file) {
   if (const zanj::Node* ts = root.is_dict() ? root.find(zanj::kTrainingStateKey) : nullptr) {
     ojson t;
     if (const auto* c = ts->find("counters")) t["counters"] = c->to_json();
-    if (const auto* o = ts->find("optimizer"); o && o->find("type")) t["optimizer"] = o->at("type").scalar();
+    if (const auto* o = ts->find("optimizer"); o && o->find("type"))
+      t["optimizer"] = o->at("type").scalar();
     if (const auto* s = ts->find("scheduler")) t["scheduler"] = describe(*s);
     out["training_state"] = t;
   }
@@ -325,8 +349,11 @@ int cmd_meta(const std::string& file) {
 int cmd_verify(const std::string& file) {
   const auto report = zanj::verify(file);
   if (g_json) {
-    std::cout << zanj::dump_json({{"ok", report.ok}, {"entries", report.entries}, {"bytes", report.bytes},
-                                  {"tensors", report.tensors}, {"problems", report.problems}})
+    std::cout << zanj::dump_json({{"ok", report.ok},
+                                  {"entries", report.entries},
+                                  {"bytes", report.bytes},
+                                  {"tensors", report.tensors},
+                                  {"problems", report.problems}})
               << "\n";
   } else if (report.ok) {
     std::cout << file << ": OK (" << report.entries << " entries, " << human_bytes(report.bytes)
@@ -345,14 +372,16 @@ struct Diff {
   bool identical = false;  // a tensor row that is bit-identical (listed, not a difference)
 };
 
-void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key, std::vector<Diff>& out) {
+void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key,
+                std::vector<Diff>& out) {
   const auto child = [&](const std::string& k) { return key.empty() ? k : key + "/" + k; };
   if (a.is_tensor() && b.is_tensor()) {
     const auto& x = a.tensor();
     const auto& y = b.tensor();
     if (x.scalar_type() != y.scalar_type() || x.sizes() != y.sizes()) {
-      out.push_back({key, "tensor", zanj::torch_dtype_name(x.scalar_type()) + c10::str(x.sizes()) + " vs " +
-                                        zanj::torch_dtype_name(y.scalar_type()) + c10::str(y.sizes())});
+      out.push_back({key, "tensor",
+                     zanj::torch_dtype_name(x.scalar_type()) + c10::str(x.sizes()) + " vs " +
+                         zanj::torch_dtype_name(y.scalar_type()) + c10::str(y.sizes())});
       return;
     }
     const auto cx = x.contiguous(), cy = y.contiguous();
@@ -363,15 +392,21 @@ void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key
     }
     auto dx = cx.is_complex() ? torch::view_as_real(cx) : cx;
     auto dy = cy.is_complex() ? torch::view_as_real(cy) : cy;
-    const double max_abs = (dx.to(torch::kDouble) - dy.to(torch::kDouble)).abs().nan_to_num(INFINITY).max().item<double>();
+    const double max_abs = (dx.to(torch::kDouble) - dy.to(torch::kDouble))
+                               .abs()
+                               .nan_to_num(INFINITY)
+                               .max()
+                               .item<double>();
     out.push_back({key, "tensor", "max abs diff " + zanj::format_double(max_abs)});
     return;
   }
   if (a.is_dict() && b.is_dict()) {
     for (const auto& [k, v] : a.as_dict()) {
       if (key.empty() && k == "meta") continue;  // informational model metadata
-      if (const auto* w = b.find(k)) diff_nodes(v, *w, child(k), out);
-      else out.push_back({child(k), "missing", "only in A"});
+      if (const auto* w = b.find(k))
+        diff_nodes(v, *w, child(k), out);
+      else
+        out.push_back({child(k), "missing", "only in A"});
     }
     for (const auto& [k, v] : b.as_dict()) {
       if (key.empty() && k == "meta") continue;
@@ -380,11 +415,14 @@ void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key
     return;
   }
   if (a.is_list() && b.is_list() && a.size() == b.size()) {
-    for (std::size_t i = 0; i < a.size(); ++i) diff_nodes(a.at(i), b.at(i), child(std::to_string(i)), out);
+    for (std::size_t i = 0; i < a.size(); ++i)
+      diff_nodes(a.at(i), b.at(i), child(std::to_string(i)), out);
     return;
   }
   if (a.is_list() && b.is_list()) {
-    out.push_back({key, "value", "list of " + std::to_string(a.size()) + " vs list of " + std::to_string(b.size())});
+    out.push_back(
+        {key, "value",
+         "list of " + std::to_string(a.size()) + " vs list of " + std::to_string(b.size())});
     return;
   }
   const auto da = zanj::dump_json(describe(a), zanj::JsonStyle::kLine);
@@ -403,7 +441,9 @@ int cmd_diff(const std::string& a, const std::string& b, bool exact) {
   for (const auto& d : diffs) differences += d.identical ? 0 : 1;
   if (g_json) {
     ojson out = ojson::array();
-    for (const auto& d : diffs) out.push_back({{"key", d.key}, {"kind", d.kind}, {"detail", d.detail}, {"identical", d.identical}});
+    for (const auto& d : diffs)
+      out.push_back(
+          {{"key", d.key}, {"kind", d.kind}, {"detail", d.detail}, {"identical", d.identical}});
     std::cout << zanj::dump_json({{"differences", differences}, {"rows", out}}) << "\n";
   } else {
     std::vector<std::vector<std::string>> rows;
@@ -425,7 +465,9 @@ int cmd_extract(const std::string& file, const std::string& key, const std::stri
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!f) throw zanj::IoError(out + ": cannot write");
   std::cerr << "wrote " << out << " (" << human_bytes(bytes.size()) << ")"
-            << (node.tensor().scalar_type() == torch::kBFloat16 ? ", bfloat16 stored as exact float32" : "")
+            << (node.tensor().scalar_type() == torch::kBFloat16
+                    ? ", bfloat16 stored as exact float32"
+                    : "")
             << "\n";
   return 0;
 }
@@ -436,7 +478,8 @@ void flatten(const zanj::Node& n, const std::string& prefix, zanj::StateDict& ou
   } else if (n.is_dict()) {
     for (const auto& [k, v] : n.as_dict()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
   } else if (n.is_list()) {
-    for (std::size_t i = 0; i < n.size(); ++i) flatten(n.at(i), prefix.empty() ? std::to_string(i) : prefix + "." + std::to_string(i), out);
+    for (std::size_t i = 0; i < n.size(); ++i)
+      flatten(n.at(i), prefix.empty() ? std::to_string(i) : prefix + "." + std::to_string(i), out);
   }
 }
 
@@ -449,7 +492,8 @@ int cmd_import_pt(const std::string& in, const std::string& out) {
   zanj::SaveOptions options;
   options.progress = progress_for("writing " + out);
   zanj::save(root, out, options);
-  std::cerr << "imported " << tensors.size() << " tensors from " << in << " into " << out << " (key state_dict)\n";
+  std::cerr << "imported " << tensors.size() << " tensors from " << in << " into " << out
+            << " (key state_dict)\n";
   return 0;
 }
 
@@ -476,31 +520,39 @@ int main(int argc, char** argv) {
 
   auto* ls = app.add_subcommand("ls", "list the tree: type, shape, dtype, bytes, inline/external");
   ls->add_option("FILE", file)->required();
-  auto* show = app.add_subcommand("show", "a JSON subtree, or a tensor's statistics and first values");
+  auto* show =
+      app.add_subcommand("show", "a JSON subtree, or a tensor's statistics and first values");
   show->add_option("FILE", file)->required();
   show->add_option("KEY", key, "path like state_dict/net.0.weight")->required();
   show->add_option("-n,--first", first_n, "how many first values to print")->capture_default_str();
-  auto* meta = app.add_subcommand("meta", "config, versions, sysinfo and a training-records summary");
+  auto* meta =
+      app.add_subcommand("meta", "config, versions, sysinfo and a training-records summary");
   meta->add_option("FILE", file)->required();
-  auto* verify = app.add_subcommand("verify", "check CRCs, .npy headers against the JSON, structure");
+  auto* verify =
+      app.add_subcommand("verify", "check CRCs, .npy headers against the JSON, structure");
   verify->add_option("FILE", file)->required();
-  auto* diff = app.add_subcommand("diff", "config differences, missing/extra keys, per-tensor max abs difference");
+  auto* diff = app.add_subcommand(
+      "diff", "config differences, missing/extra keys, per-tensor max abs difference");
   diff->add_option("A", file)->required();
   diff->add_option("B", file_b)->required();
-  diff->add_flag("--exact", exact, "exit 0 only if every tensor and value is bit-identical "
+  diff->add_flag("--exact", exact,
+                 "exit 0 only if every tensor and value is bit-identical "
                  "(metadata: timestamps, sysinfo, the model's meta block, ignored)");
   auto* extract = app.add_subcommand("extract", "write one tensor as a standalone .npy");
   extract->add_option("FILE", file)->required();
   extract->add_option("KEY", key)->required();
   extract->add_option("-o,--output", out, "output .npy path")->required();
-  auto* import_pt = app.add_subcommand("import-pt", "convert a libtorch torch::save archive to .zanj");
+  auto* import_pt =
+      app.add_subcommand("import-pt", "convert a libtorch torch::save archive to .zanj");
   import_pt->add_option("IN", file)->required();
   import_pt->add_option("OUT", out)->required();
-  auto* export_pt = app.add_subcommand("export-pt", "convert a .zanj state dict to a libtorch archive "
+  auto* export_pt = app.add_subcommand("export-pt",
+                                       "convert a .zanj state dict to a libtorch archive "
                                        "(torch::load(module, OUT) loads it)");
   export_pt->add_option("IN", file)->required();
   export_pt->add_option("OUT", out)->required();
-  for (auto* sub : app.get_subcommands({})) sub->add_flag("--json", g_json, "machine-readable JSON output");
+  for (auto* sub : app.get_subcommands({}))
+    sub->add_flag("--json", g_json, "machine-readable JSON output");
 
   CLI11_PARSE(app, argc, argv);
   try {

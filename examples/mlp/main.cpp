@@ -7,9 +7,8 @@
 //   mlp_example --ckpt-dir runs/a --steps 200 [--save-every 10] [--resume]
 //                                     # resumable run: checkpoints every K steps, keeps the
 //                                     # last 3, --resume continues from the latest one
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "my_nn.hpp"
 
@@ -173,9 +172,14 @@ int main(int argc, char** argv) {
   int64_t steps = 100;
   int64_t save_every = 10;
   app.add_option("--out", out, "where to save the trained model")->capture_default_str();
-  app.add_option("--hidden-dim", hidden_dim, "hidden layer width (64 makes the first weight "
-                 "an external .npy entry)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--steps", steps, "train until this many steps")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--hidden-dim", hidden_dim,
+                 "hidden layer width (64 makes the first weight "
+                 "an external .npy entry)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "train until this many steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--read", read_path,
                  "read a MyNN checkpoint, print its output for arange(30).reshape(3,10)/10 as "
                  "JSON, and exit");
@@ -183,7 +187,8 @@ int main(int argc, char** argv) {
                  "resumable run: keep checkpoints in this directory (every --save-every steps, "
                  "last 3 kept); prints final_state_digest=<hex> last");
   app.add_option("--save-every", save_every, "checkpoint interval for --ckpt-dir")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_flag("--resume", resume, "continue from the latest checkpoint in --ckpt-dir");
   CLI11_PARSE(app, argc, argv);
   try {

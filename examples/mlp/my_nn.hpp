@@ -3,11 +3,11 @@
 // `MyNN.read` / `model.save` given the same class definitions there.
 #pragma once
 
-#include <string>
+#include <torch/torch.h>
 
 #include <configured_model/configured_model.hpp>
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
+#include <string>
 
 namespace mlp {
 

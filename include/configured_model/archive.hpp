@@ -26,9 +26,9 @@ struct EntryInfo {
 
 /// Limits checked before an entry is inflated into memory.
 struct ArchiveLimits {
-  std::uint64_t max_entries = 1'000'000;           ///< entries in one archive
-  std::uint64_t max_entry_bytes = 1ULL << 40;      ///< uncompressed bytes of one entry (1 TiB)
-  std::uint64_t max_compression_ratio = 1'000;     ///< uncompressed / compressed, deflated entries
+  std::uint64_t max_entries = 1'000'000;        ///< entries in one archive
+  std::uint64_t max_entry_bytes = 1ULL << 40;   ///< uncompressed bytes of one entry (1 TiB)
+  std::uint64_t max_compression_ratio = 1'000;  ///< uncompressed / compressed, deflated entries
 };
 
 /// Writes a zip archive crash-safely: entries go to a temporary file in the destination's

@@ -2,11 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
@@ -16,12 +15,12 @@ namespace zanj {
 
 /// When to save and what to keep.
 struct CheckpointPolicy {
-  std::int64_t save_every = 1;   ///< due(step) is true every this many steps (0: never)
-  std::int64_t keep_last = 3;    ///< keep the newest N checkpoints (0: none by recency)
-  std::int64_t keep_best = 0;    ///< keep the best K by `metric` (0: none by metric)
-  std::string metric;            ///< name of the metric passed to save(), e.g. "val_loss"
-  bool maximize = false;         ///< best means largest (true) or smallest (false)
-  std::int64_t keep_every = 0;   ///< keep every checkpoint whose step is a multiple of M forever
+  std::int64_t save_every = 1;  ///< due(step) is true every this many steps (0: never)
+  std::int64_t keep_last = 3;   ///< keep the newest N checkpoints (0: none by recency)
+  std::int64_t keep_best = 0;   ///< keep the best K by `metric` (0: none by metric)
+  std::string metric;           ///< name of the metric passed to save(), e.g. "val_loss"
+  bool maximize = false;        ///< best means largest (true) or smallest (false)
+  std::int64_t keep_every = 0;  ///< keep every checkpoint whose step is a multiple of M forever
 };
 
 /// One checkpoint in the directory.

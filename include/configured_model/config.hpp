@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <type_traits>
-
-#include <nlohmann/json.hpp>
 
 #include "configured_model/errors.hpp"
 
@@ -54,11 +53,12 @@ ConfigCheck check_config_json(const nlohmann::json& stored) {
       }
       if (it->is_structured() || it->is_null()) continue;  // free-form JSON members
       const bool want_int = it->is_number_integer();
-      const bool ok = want_int ? found->is_number_integer()
-                               : (it->is_number() ? found->is_number() : it->type() == found->type());
+      const bool ok = want_int
+                          ? found->is_number_integer()
+                          : (it->is_number() ? found->is_number() : it->type() == found->type());
       if (!ok) {
-        const std::string found_type = found->is_number_float() ? "float " + found->dump()
-                                                                : std::string(found->type_name());
+        const std::string found_type =
+            found->is_number_float() ? "float " + found->dump() : std::string(found->type_name());
         add(out.type_errors, "field '" + it.key() + "': expected " +
                                  (want_int ? std::string("integer") : it->type_name()) +
                                  ", found " + found_type);
@@ -90,8 +90,10 @@ Config config_from_json(const nlohmann::json& j, const std::string& file) {
     return j.get<Config>();
   } catch (const nlohmann::json::exception& e) {
     std::string what = "cannot build the config: ";
-    if (!check.missing.empty()) what += check.missing + " (" + e.what() + ")";
-    else what += e.what();
+    if (!check.missing.empty())
+      what += check.missing + " (" + e.what() + ")";
+    else
+      what += e.what();
     throw ConfigError(detail::message(file, "zanj_model_config", what));
   }
 }

@@ -3,14 +3,14 @@
 // as ZANJ archives that Python's `zanj` reads too. This umbrella header is what users include.
 #pragma once
 
-#include <memory>
-#include <string>
-#include <type_traits>
-
 #include <c10/util/Exception.h>
 #include <c10/util/Type.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <type_traits>
 
 #include "configured_model/archive.hpp"
 #include "configured_model/checkpoint_manager.hpp"
@@ -129,10 +129,10 @@ class ConfiguredModel : public torch::nn::Module {
     } catch (const Error&) {
       throw;
     } catch (const c10::Error& e) {
-      throw ConfigError(detail::message(file, "zanj_model_config",
-                                        "constructing " + class_name() +
-                                            " from the stored config failed: " +
-                                            e.what_without_backtrace()));
+      throw ConfigError(
+          detail::message(file, "zanj_model_config",
+                          "constructing " + class_name() +
+                              " from the stored config failed: " + e.what_without_backtrace()));
     } catch (const std::exception& e) {
       throw ConfigError(detail::message(
           file, "zanj_model_config",
@@ -152,7 +152,8 @@ class ConfiguredModel : public torch::nn::Module {
     } else {
       std::string name = detail::short_type_name(c10::demangle_type<Derived>());
       constexpr std::string_view kImpl = "Impl";
-      if (name.size() > kImpl.size() && name.compare(name.size() - kImpl.size(), kImpl.size(), kImpl) == 0) {
+      if (name.size() > kImpl.size() &&
+          name.compare(name.size() - kImpl.size(), kImpl.size(), kImpl) == 0) {
         name.resize(name.size() - kImpl.size());
       }
       return name;

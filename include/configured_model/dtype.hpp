@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <c10/core/ScalarType.h>
+
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <c10/core/ScalarType.h>
 
 namespace zanj {
 

@@ -2,17 +2,16 @@
 #pragma once
 
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace zanj {
 
 /// How JSON text is laid out.
 enum class JsonStyle {
   kIndented,  ///< Python `json.dumps(obj, indent="\t")`: what ZANJ writes for its two JSON entries.
-  kLine,      ///< Python `json.dumps(obj)`: one line, `", "` and `": "` separators (`.jsonl` lines).
+  kLine,  ///< Python `json.dumps(obj)`: one line, `", "` and `": "` separators (`.jsonl` lines).
 };
 
 /// Writes JSON exactly as Python's `json` module does: keys in insertion order, `ensure_ascii`,
@@ -25,8 +24,8 @@ std::string format_double(double value);
 
 /// Limits applied while parsing JSON text from a file.
 struct JsonLimits {
-  std::size_t max_depth = 512;             ///< deepest nesting of arrays/objects accepted
-  std::size_t max_bytes = 256ULL << 20;    ///< longest JSON text accepted (256 MiB)
+  std::size_t max_depth = 512;           ///< deepest nesting of arrays/objects accepted
+  std::size_t max_bytes = 256ULL << 20;  ///< longest JSON text accepted (256 MiB)
 };
 
 /// Parses JSON text that may contain Python's `NaN`, `Infinity` and `-Infinity` tokens.

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include <memory>
-
 #include <spdlog/logger.h>
+
+#include <memory>
 
 namespace zanj {
 

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <variant>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <nlohmann/json.hpp>
 
 namespace zanj {
 

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "configured_model/archive.hpp"
 #include "configured_model/node.hpp"
@@ -14,10 +13,10 @@ namespace zanj {
 
 /// An entry that a tree puts outside `__zanj__.json`.
 struct ExternalEntry {
-  std::string name;               ///< zip entry name, e.g. "state_dict/net.0.weight.npy"
-  std::string item_type;          ///< "npy" or "jsonl"
-  nlohmann::ordered_json info;    ///< its `externals_info` record (item_type, path, ...)
-  std::string bytes;              ///< the entry's content
+  std::string name;             ///< zip entry name, e.g. "state_dict/net.0.weight.npy"
+  std::string item_type;        ///< "npy" or "jsonl"
+  nlohmann::ordered_json info;  ///< its `externals_info` record (item_type, path, ...)
+  std::string bytes;            ///< the entry's content
 };
 
 /// A tree turned into ZANJ's JSON plus the external entries it refers to by `$ref`.

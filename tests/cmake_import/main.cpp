@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Saves and reads a tiny model through the installed package; exit 0 when the round trip holds.
-#include <iostream>
+#include <torch/torch.h>
 
 #include <configured_model/configured_model.hpp>
-#include <torch/torch.h>
+#include <iostream>
 
 namespace consumer {
 struct TinyConfig {
@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   auto model = std::make_shared<consumer::Tiny>(consumer::TinyConfig{4});
   model->save(path);
   auto again = consumer::Tiny::read(path);
-  const bool same = torch::equal(model->fc->weight, again->fc->weight) && again->config().width == 4;
+  const bool same =
+      torch::equal(model->fc->weight, again->fc->weight) && again->config().width == 4;
   std::cout << "consumer round trip with configured_model " << zanj::kLibraryVersion << ": "
             << (same ? "ok" : "MISMATCH") << "\n";
   return same ? 0 : 1;
