@@ -8,6 +8,7 @@
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
 #include "configured_model/metadata.hpp"
+#include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
 
 namespace zanj {
@@ -26,80 +27,91 @@ void save(const Node& root, const std::string& path, const SaveOptions& options)
   SerializedTree tree = serialize_tree(root, options);
   const ojson meta = make_metadata(options, tree.externals);
   ArchiveWriter writer(path);
-  // Python's order: meta, tree, then externals in the order they were met.
-  std::string meta_text = dump_json(meta);
-  std::string tree_text = dump_json(tree.json);
+  // Python's order: meta, tree, then externals in the order they were met. Tensor data goes
+  // from the tensors' memory to the file (npy_pieces copies only tensors needing conversion).
+  const std::string meta_text = dump_json(meta);
+  const std::string tree_text = dump_json(tree.json);
   Progress progress;
   progress.bytes_total = meta_text.size() + tree_text.size();
-  for (const auto& e : tree.externals) progress.bytes_total += e.bytes.size();
-  auto add = [&](const std::string& name, std::string bytes) {
-    logger()->debug("{}: writing {} ({} bytes)", path, name, bytes.size());
-    progress.bytes_done += bytes.size();
-    writer.add(name, std::move(bytes), options.compression);
+  for (const auto& e : tree.externals) progress.bytes_total += e.size();
+  auto add = [&](const std::string& name, std::initializer_list<std::string_view> pieces) {
+    std::uint64_t n = 0;
+    for (auto p : pieces) n += p.size();
+    logger()->debug("{}: writing {} ({} bytes)", path, name, n);
+    writer.add(name, pieces, options.compression);
+    progress.bytes_done += n;
     if (options.progress) {
       progress.entry = name;
       options.progress(progress);
     }
   };
-  add(kMetaEntry, std::move(meta_text));
-  add(kTreeEntry, std::move(tree_text));
-  for (auto& e : tree.externals) add(e.name, std::move(e.bytes));
+  add(kMetaEntry, {meta_text});
+  add(kTreeEntry, {tree_text});
+  for (auto& e : tree.externals) {
+    if (e.data.defined()) {
+      const NpyPieces npy = npy_pieces(e.data);
+      add(e.name, {npy.header, npy.data_bytes()});
+    } else {
+      add(e.name, {e.bytes});
+    }
+  }
   const auto total = progress.bytes_total;
   writer.commit();
   logger()->info("saved {} ({} bytes, {} external entries)", path, total, tree.externals.size());
 }
 
-namespace {
-
-Node read_tree(const ArchiveReader& archive, const ReadOptions& options) {
-  const ojson meta = read_meta(archive, options);
-  const std::string& file = archive.name();
-  ojson externals_info;
-  if (meta.is_null()) {
-    const std::string what = std::string(kMetaEntry) + " is missing (Python ZANJ requires it)";
-    if (options.error_mode == ErrorMode::kExcept) detail::throw_format_error(file, "", what);
-    if (options.error_mode == ErrorMode::kWarn)
-      logger()->warn("{}", detail::message(file, "", what));
-  } else {
-    check_metadata(meta, file, options);
-    auto it = meta.find("externals_info");
-    if (it != meta.end() && !it->is_null()) {
-      if (!it->is_object()) {
-        detail::throw_format_error(file, kMetaEntry, "'externals_info' must be an object");
-      }
-      for (auto e = it->begin(); e != it->end(); ++e) {
-        if (!archive.contains(e.key())) {
-          detail::throw_format_error(file, e.key(),
-                                     "listed in externals_info but absent from the archive");
+Document read_document(const ArchiveReader& archive, const ReadOptions& options) {
+  try {
+    Document doc;
+    doc.metadata = read_meta(archive, options);
+    const std::string& file = archive.name();
+    const ojson& meta = doc.metadata;
+    if (meta.is_null()) {
+      const std::string what = std::string(kMetaEntry) + " is missing (Python ZANJ requires it)";
+      if (options.error_mode == ErrorMode::kExcept) detail::throw_format_error(file, "", what);
+      if (options.error_mode == ErrorMode::kWarn)
+        logger()->warn("{}", detail::message(file, "", what));
+    } else {
+      check_metadata(meta, file, options);
+      auto it = meta.find("externals_info");
+      if (it != meta.end() && !it->is_null()) {
+        if (!it->is_object()) {
+          detail::throw_format_error(file, kMetaEntry, "'externals_info' must be an object");
         }
+        for (auto e = it->begin(); e != it->end(); ++e) {
+          if (!archive.contains(e.key())) {
+            detail::throw_format_error(file, e.key(),
+                                       "listed in externals_info but absent from the archive");
+          }
+        }
+        doc.externals_info = *it;
       }
-      externals_info = *it;
     }
+    if (!archive.contains(kTreeEntry)) {
+      detail::throw_format_error(file, kTreeEntry, "missing (not a ZANJ archive)");
+    }
+    doc.tree = parse_json(archive.read(kTreeEntry), file, kTreeEntry, options.json_limits);
+    return doc;
+  } catch (...) {
+    detail::rethrow_as_format_error(archive.name());
   }
-  if (!archive.contains(kTreeEntry)) {
-    detail::throw_format_error(file, kTreeEntry, "missing (not a ZANJ archive)");
-  }
-  const ojson json = parse_json(archive.read(kTreeEntry), file, kTreeEntry, options.json_limits);
-  Node root = deserialize_tree(json, archive, externals_info, options);
-  logger()->info("read {} ({} entries)", file, archive.entries().size());
-  return root;
 }
 
-}  // namespace
+Node read(const ArchiveReader& archive, const Document& document, const ReadOptions& options,
+          const TensorDestination& destination) {
+  try {
+    Node root =
+        deserialize_tree(document.tree, archive, document.externals_info, options, destination);
+    logger()->info("read {} ({} entries{})", archive.name(), archive.entries().size(),
+                   options.mmap ? ", mapped" : "");
+    return root;
+  } catch (...) {
+    detail::rethrow_as_format_error(archive.name());
+  }
+}
 
 Node read(const ArchiveReader& archive, const ReadOptions& options) {
-  try {
-    return read_tree(archive, options);
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    detail::throw_format_error(archive.name(), "",
-                               std::string("unreadable: ") + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    // Nothing but zanj::Error leaves a read: torch, nlohmann and allocation failures caused by
-    // a file are reported as a FormatError naming it.
-    detail::throw_format_error(archive.name(), "", std::string("unreadable: ") + e.what());
-  }
+  return read(archive, read_document(archive, options), options);
 }
 
 Node read(const std::string& path, const ReadOptions& options) {
@@ -110,4 +122,19 @@ nlohmann::ordered_json read_metadata(const std::string& path, const ReadOptions&
   return read_meta(ArchiveReader::open(path, options.archive_limits), options);
 }
 
+namespace detail {
+
+void rethrow_as_format_error(const std::string& file) {
+  try {
+    throw;
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw_format_error(file, "", std::string("unreadable: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw_format_error(file, "", std::string("unreadable: ") + e.what());
+  }
+}
+
+}  // namespace detail
 }  // namespace zanj

@@ -262,20 +262,57 @@ std::string npy_header(std::string_view descr, const std::vector<std::int64_t>& 
   return out;
 }
 
-std::string encode_npy(const at::Tensor& tensor) {
+std::string_view NpyPieces::data_bytes() const {
+  if (!data.defined() || data.numel() == 0) return {};
+  return {static_cast<const char*>(data.data_ptr()),
+          static_cast<std::size_t>(data.numel()) * data.element_size()};
+}
+
+NpyPieces npy_pieces(const at::Tensor& tensor) {
+  // Only what cannot be written as it is gets copied, one tensor at a time.
   at::Tensor t = tensor.detach().to(at::kCPU);
   if (t.scalar_type() == at::kBFloat16) t = t.to(at::kFloat);
   t = t.contiguous();
-  const std::string descr = npy_descr(t.scalar_type());
-  std::string out = npy_header(descr, t.sizes().vec());
-  const auto nbytes = static_cast<std::size_t>(t.numel()) * t.element_size();
-  const auto offset = out.size();
-  out.resize(offset + nbytes);
-  if (nbytes) std::memcpy(&out[offset], t.data_ptr(), nbytes);
+  return {npy_header(npy_descr(t.scalar_type()), t.sizes().vec()), t};
+}
+
+std::string encode_npy(const at::Tensor& tensor) {
+  const NpyPieces pieces = npy_pieces(tensor);
+  std::string out = pieces.header;
+  out.append(pieces.data_bytes());
   return out;
 }
 
+std::optional<c10::ScalarType> npy_raw_dtype(const NpyHeader& header) {
+  if (header.fortran_order && header.shape.size() > 1) return std::nullopt;
+  if (header.descr.empty() || header.descr[0] == '>') return std::nullopt;
+  const DescrInfo info = descr_info(header.descr, {}, {});
+  if (info.stored != info.result) return std::nullopt;  // widening or bool validation needed
+  return info.result;
+}
+
+std::size_t npy_header_length(std::string_view bytes) {
+  if (bytes.size() < 12 || bytes.substr(0, 6) != kNpyMagic) return 0;
+  const auto u8 = [&](std::size_t i) {
+    return static_cast<std::size_t>(static_cast<unsigned char>(bytes[i]));
+  };
+  switch (bytes[6]) {
+    case 1:
+      return 10 + (u8(8) | (u8(9) << 8));
+    case 2:
+    case 3:
+      return 12 + (u8(8) | (u8(9) << 8) | (u8(10) << 16) | (u8(11) << 24));
+    default:
+      return 0;
+  }
+}
+
 NpyHeader parse_npy_header(std::string_view bytes, std::string_view file, std::string_view entry) {
+  return parse_npy_header(bytes, bytes.size(), file, entry);
+}
+
+NpyHeader parse_npy_header(std::string_view bytes, std::uint64_t entry_bytes, std::string_view file,
+                           std::string_view entry) {
   if (bytes.size() < 10 || bytes.substr(0, 6) != kNpyMagic) {
     fail(file, entry, "not a .npy file (bad magic, expected \\x93NUMPY)");
   }
@@ -321,7 +358,8 @@ NpyHeader parse_npy_header(std::string_view bytes, std::string_view file, std::s
   for (auto d : h.shape) count *= static_cast<std::size_t>(d);
   h.data_bytes = count * info.item_size;  // cannot overflow: bounded above
   h.data_offset = prefix + header_len;
-  const std::size_t available = bytes.size() - h.data_offset;
+  const std::uint64_t available =
+      std::max<std::uint64_t>(entry_bytes, bytes.size()) - h.data_offset;
   if (available != h.data_bytes) {
     fail(file, entry,
          "header says shape " + shape_literal(h.shape) + " of '" + h.descr + "' (expected " +

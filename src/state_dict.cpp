@@ -51,6 +51,22 @@ StateDict state_dict(const torch::nn::Module& module) {
 
 void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
                      const ReadOptions& options) {
+  detail::load_state_dict(module, stored, file, options, false);
+}
+
+namespace detail {
+
+TensorDestination state_dict_destination(const torch::nn::Module& module) {
+  auto targets = std::make_shared<std::unordered_map<std::string, at::Tensor>>();
+  for (auto& [name, tensor] : state_dict(module)) targets->emplace("state_dict/" + name, tensor);
+  return [targets](const std::string& path) {
+    auto it = targets->find(path);
+    return it == targets->end() ? at::Tensor() : it->second;
+  };
+}
+
+void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
+                     const ReadOptions& options, bool adopt) {
   if (!stored.is_dict()) {
     detail::throw_format_error(file, "state_dict", "expected a dict of tensors");
   }
@@ -103,9 +119,18 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
   torch::NoGradGuard no_grad;
   for (const auto& [name, tensor] : target) {
     auto it = by_name.find(name);
-    if (it != by_name.end()) tensor.copy_(it->second);
+    if (it == by_name.end()) continue;
+    const at::Tensor& src = it->second;
+    if (src.numel() > 0 && src.data_ptr() == tensor.data_ptr()) continue;  // read in place
+    if (adopt) {
+      tensor.set_data(src);  // the tree was read for this module alone: take its storage
+    } else {
+      tensor.copy_(src);
+    }
   }
 }
+
+}  // namespace detail
 
 std::string state_digest(const StateDict& tensors) {
   // Two independent 32-bit checksums from zlib (CRC-32 and Adler-32) over everything.
@@ -135,26 +160,59 @@ std::string state_digest(const StateDict& tensors) {
 
 namespace detail {
 
-ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file) {
-  if (!root.is_dict()) {
-    throw StateMismatchError(message(
-        file, "__zanj__.json",
-        "expected a model (a dict tagged '" + class_name + "'), found a tree that is not a dict"));
-  }
-  const Node* tag = root.find("__muutils_format__");
-  if (!tag) tag = root.find("__format__");
-  if (!tag || !tag->is_scalar() || !tag->scalar().is_string()) {
+namespace {
+
+// The class tag check shared by model_parts() and model_header(); `tag` may be null.
+void check_class_tag(const ojson* tag, const std::string& class_name, const std::string& file) {
+  if (!tag || !tag->is_string()) {
     throw StateMismatchError(message(
         file, "__muutils_format__",
         "expected model class '" + class_name + "', found no class tag (not a saved model)"));
   }
-  const auto& found = tag->scalar().get_ref<const std::string&>();
+  const auto& found = tag->get_ref<const std::string&>();
   if (found != class_name) {
     throw StateMismatchError(message(file, "__muutils_format__",
                                      "model class mismatch (expected '" + class_name +
                                          "', found '" + found + "'). Read it with " + found +
                                          "::read()."));
   }
+}
+
+void split_config_tag(ModelParts& parts) {
+  if (!parts.config.is_object()) return;
+  auto it = parts.config.find("__muutils_format__");
+  if (it == parts.config.end()) return;
+  if (it->is_string()) parts.config_tag = it->get<std::string>();
+  parts.config.erase(it);
+}
+
+[[noreturn]] void not_a_model(const std::string& file, const std::string& class_name) {
+  throw StateMismatchError(message(
+      file, "__zanj__.json",
+      "expected a model (a dict tagged '" + class_name + "'), found a tree that is not a dict"));
+}
+
+}  // namespace
+
+ModelParts model_header(const nlohmann::ordered_json& tree, const std::string& class_name,
+                        const std::string& file) {
+  if (!tree.is_object()) not_a_model(file, class_name);
+  auto tag = tree.find("__muutils_format__");
+  if (tag == tree.end()) tag = tree.find("__format__");
+  check_class_tag(tag == tree.end() ? nullptr : &*tag, class_name, file);
+  ModelParts parts;
+  auto config = tree.find("zanj_model_config");
+  if (config == tree.end()) throw_format_error(file, "zanj_model_config", "missing");
+  parts.config = *config;
+  split_config_tag(parts);
+  return parts;
+}
+
+ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file) {
+  if (!root.is_dict()) not_a_model(file, class_name);
+  const Node* tag = root.find("__muutils_format__");
+  if (!tag) tag = root.find("__format__");
+  check_class_tag(tag && tag->is_scalar() ? &tag->scalar() : nullptr, class_name, file);
   ModelParts parts;
   const Node* config = root.find("zanj_model_config");
   if (!config) throw_format_error(file, "zanj_model_config", "missing");
@@ -163,13 +221,7 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
   } catch (const FormatError& e) {
     throw_format_error(file, "zanj_model_config", e.what());
   }
-  if (parts.config.is_object()) {
-    auto it = parts.config.find("__muutils_format__");
-    if (it != parts.config.end()) {
-      if (it->is_string()) parts.config_tag = it->get<std::string>();
-      parts.config.erase(it);
-    }
-  }
+  split_config_tag(parts);
   if (const Node* records = root.find("training_records")) {
     if (records->contains_tensor()) {
       // Python may store arrays in its logs; we keep their values as nested JSON lists.

@@ -40,8 +40,12 @@ std::string json_type(const ojson& v) {
 
 class Reader {
  public:
-  Reader(const ArchiveReader& archive, const ojson& externals_info, const ReadOptions& options)
-      : archive_(archive), externals_info_(externals_info), options_(options) {
+  Reader(const ArchiveReader& archive, const ojson& externals_info, const ReadOptions& options,
+         const TensorDestination& destination)
+      : archive_(archive),
+        externals_info_(externals_info),
+        options_(options),
+        destination_(destination) {
     // The JSON entries are read before the tree is walked; progress counts the externals.
     for (const auto& e : archive.entries()) {
       if (e.name != kTreeEntry && e.name != kMetaEntry) progress_.bytes_total += e.size;
@@ -340,37 +344,85 @@ class Reader {
       fail(path, "'$ref' names entry " + ref + ", which the archive does not contain");
     }
     std::string bytes = archive_.read(ref);
-    if (options_.progress) {
-      progress_.bytes_done += bytes.size();
-      progress_.entry = ref;
-      options_.progress(progress_);
-    }
+    report(ref, bytes.size());
     return bytes;
   }
 
   at::Tensor external_tensor(const ojson& j, std::vector<ojson>& path) {
     const std::string ref = ref_of(j, path);
-    const std::string bytes = entry(ref, path);
-    at::Tensor t = decode_npy(bytes, archive_.name(), ref);
+    const EntryInfo* info = archive_.find(ref);
+    if (!info) fail(path, "'$ref' names entry " + ref + ", which the archive does not contain");
+    const std::optional<c10::ScalarType> want =
+        j.contains("dtype") ? std::optional<c10::ScalarType>(dtype(j, path)) : std::nullopt;
+    at::Tensor t;
+    if (info->method == 0) t = stored_tensor(*info, want, path);
+    if (t.defined()) {
+      report(ref, info->size);
+    } else {
+      t = decode_npy(entry(ref, path), archive_.name(), ref);
+    }
     if (const auto declared = shape(j, path)) {
       if (t.sizes().vec() != *declared) {
         fail(path, "shape mismatch (JSON says " + shape_text(*declared) + ", " + ref + " holds " +
                        shape_text(t.sizes().vec()) + ")");
       }
     }
-    if (j.contains("dtype")) {
-      const c10::ScalarType want = dtype(j, path);
-      if (want != t.scalar_type()) {
-        // bfloat16 stored as exact <f4 is the documented convention, not an anomaly.
-        const bool convention = want == at::kBFloat16 && t.scalar_type() == at::kFloat;
-        if (!convention) {
-          anomaly(path, "dtype mismatch: JSON says " + j["dtype"].get<std::string>() + ", " + ref +
-                            " holds " + numpy_dtype_name(t.scalar_type()) + "; casting");
-        }
-        t = t.to(want);
+    if (want && *want != t.scalar_type()) {
+      // bfloat16 stored as exact <f4 is the documented convention, not an anomaly.
+      const bool convention = *want == at::kBFloat16 && t.scalar_type() == at::kFloat;
+      if (!convention) {
+        anomaly(path, "dtype mismatch: JSON says " + j["dtype"].get<std::string>() + ", " + ref +
+                          " holds " + numpy_dtype_name(t.scalar_type()) + "; casting");
       }
+      t = t.to(*want);
     }
     return t;
+  }
+
+  // A stored `.npy` entry whose data needs no conversion, without intermediate buffers: mapped
+  // (options.mmap) or read straight into its tensor. Undefined when it needs decoding instead.
+  at::Tensor stored_tensor(const EntryInfo& info, std::optional<c10::ScalarType> want,
+                           const std::vector<ojson>& path) const {
+    constexpr std::size_t kFirstRead = 4096;  // our headers are 64-128 bytes
+    const std::string& file = archive_.name();
+    std::string head = archive_.read_head(info.name, kFirstRead);
+    const std::size_t header_length = npy_header_length(head);
+    if (header_length > head.size() && header_length <= info.size) {
+      head = archive_.read_head(info.name, header_length);
+    }
+    const NpyHeader h = parse_npy_header(head, info.size, file, info.name);
+    const auto raw = npy_raw_dtype(h);
+    if (!raw || (want && *want != *raw)) return {};
+    const auto options = at::TensorOptions().dtype(*raw);
+    if (options_.mmap) {
+      const std::uint64_t at = archive_.data_offset(info.name) + h.data_offset;
+      if (at % c10::elementSize(*raw) == 0) {
+        ArchiveMapping map = archive_.mapping();
+        // The tensor's deleter holds the mapping alive.
+        return at::from_blob(
+            map.get() + at, h.shape, [map](void*) mutable { map.reset(); }, options);
+      }
+    }
+    at::Tensor dst;
+    if (destination_) {
+      dst = destination_(path_string(path));
+      if (dst.defined() && !(dst.device().is_cpu() && dst.is_contiguous() &&
+                             dst.scalar_type() == *raw && dst.sizes().vec() == h.shape)) {
+        dst = at::Tensor();  // does not fit: let the caller compare and refuse or convert
+      }
+    }
+    if (!dst.defined()) dst = at::empty(h.shape, options);
+    archive_.read_rest_into(info.name, std::string_view(head).substr(0, h.data_offset),
+                            h.data_bytes ? dst.data_ptr() : nullptr, h.data_bytes,
+                            options_.check_crc);
+    return dst;
+  }
+
+  void report(const std::string& ref, std::uint64_t bytes) {
+    if (!options_.progress) return;
+    progress_.bytes_done += bytes;
+    progress_.entry = ref;
+    options_.progress(progress_);
   }
 
   Node jsonl(const ojson& j, std::vector<ojson>& path) {
@@ -396,15 +448,18 @@ class Reader {
   const ArchiveReader& archive_;
   const ojson& externals_info_;
   const ReadOptions& options_;
+  const TensorDestination& destination_;
   Progress progress_;
 };
 
 }  // namespace
 
 Node deserialize_tree(const nlohmann::ordered_json& json, const ArchiveReader& archive,
-                      const nlohmann::ordered_json& externals_info, const ReadOptions& options) {
-  Reader r(archive, externals_info, options);
-  std::vector<ojson> path;
+                      const nlohmann::ordered_json& externals_info, const ReadOptions& options,
+                      const TensorDestination& destination,
+                      const std::vector<std::string>& at_path) {
+  Reader r(archive, externals_info, options, destination);
+  std::vector<ojson> path(at_path.begin(), at_path.end());
   return r.walk(json, path);
 }
 

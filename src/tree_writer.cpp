@@ -137,12 +137,12 @@ class Writer {
   }
 
   ojson tensor(const at::Tensor& input, const ojson& path, bool keep_inline) {
-    const at::Tensor t = input.detach().to(at::kCPU);
-    const auto numel = t.numel();
-    if (must_be_external(t) ||
-        (!keep_inline && t.dim() > 0 && numel >= options_.external_array_threshold)) {
-      return npy(t, path);
+    const auto numel = input.numel();
+    if (must_be_external(input) ||
+        (!keep_inline && input.dim() > 0 && numel >= options_.external_array_threshold)) {
+      return npy(input.detach(), path);
     }
+    const at::Tensor t = input.detach().to(at::kCPU);  // small: inline JSON
     ojson out = ojson::object();
     if (t.dim() == 0) {
       out["__muutils_format__"] = "torch.Tensor:zero_dim";
@@ -174,7 +174,9 @@ class Writer {
     ExternalEntry e;
     e.item_type = "npy";
     e.name = unique_name(path, ".npy");
-    e.bytes = encode_npy(t);
+    // The data is converted (bfloat16, strides, device) only when written, one tensor at a time.
+    e.bytes = npy_header(npy_descr(t.scalar_type()), t.sizes().vec());
+    e.data = t;
     e.info = {{"item_type", "npy"}, {"path", path}, {"type(data)", "<class 'torch.Tensor'>"}};
     if (t.dim() > 0) e.info["len(data)"] = t.size(0);
     e.info["shape"] = shape_json(t);
@@ -230,6 +232,12 @@ class Writer {
 };
 
 }  // namespace
+
+std::uint64_t ExternalEntry::size() const {
+  if (!data.defined()) return bytes.size();
+  const std::uint64_t item = data.scalar_type() == at::kBFloat16 ? 4 : data.element_size();
+  return bytes.size() + static_cast<std::uint64_t>(data.numel()) * item;
+}
 
 SerializedTree serialize_tree(const Node& root, const SaveOptions& options) {
   Writer w(options);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,10 @@ enum class Compression {
   kDeflate,  ///< zip method 8: zlib deflate (Python ZANJ's default)
 };
 
+/// Stored entries' data starts at a multiple of this many bytes in the files we write, so that a
+/// mapping of the file can hand tensors aligned memory.
+inline constexpr std::uint64_t kArchiveAlignment = 64;
+
 /// One entry of an open archive, as its central directory describes it.
 struct EntryInfo {
   std::string name;
@@ -24,6 +29,11 @@ struct EntryInfo {
   std::uint32_t crc = 0;
 };
 
+/// A whole archive file mapped copy-on-write (MAP_PRIVATE): pages are read from the file on
+/// first touch, and a write copies the page privately, never reaching the file. The mapping is
+/// released when the last shared_ptr (including those held by tensors) goes.
+using ArchiveMapping = std::shared_ptr<char>;
+
 /// Limits checked before an entry is inflated into memory.
 struct ArchiveLimits {
   std::uint64_t max_entries = 1'000'000;        ///< entries in one archive
@@ -31,24 +41,41 @@ struct ArchiveLimits {
   std::uint64_t max_compression_ratio = 1'000;  ///< uncompressed / compressed, deflated entries
 };
 
-/// Writes a zip archive crash-safely: entries go to a temporary file in the destination's
-/// directory, which is flushed, fsync'ed and renamed over `path` by commit(), after which the
-/// directory is fsync'ed. A reader never sees a half-written file under `path`; if commit() is
-/// not reached (exception, crash), `path` keeps its previous content.
+struct ArchiveWriterOptions {
+  /// Write zip64 records even where 32-bit fields would do (to test zip64 readers on small
+  /// files). Entries of 4 GiB or more, offsets past 4 GiB and 65535+ entries always get them.
+  bool force_zip64 = false;
+};
+
+/// Writes a zip archive crash-safely and without staging: each add() streams its bytes from the
+/// caller's memory to a temporary file in the destination's directory, summing the CRC-32 on a
+/// helper thread meanwhile. commit() writes the central directory, fsyncs, renames the file
+/// over `path` and fsyncs the directory. A reader never sees a half-written file under `path`;
+/// if commit() is not reached (exception, crash), `path` keeps its previous content.
 ///
+/// Stored entries' data starts at a multiple of kArchiveAlignment (the local header's extra
+/// field is padded, as libtorch's writer does); files are ordinary zips (zip64 when needed).
 /// Not thread-safe; one writer per file.
 class ArchiveWriter {
  public:
   /// Prepares to write `path`, creating missing parent directories.
   /// @throws IoError if the directory cannot be created or the temporary file opened.
-  explicit ArchiveWriter(std::string path);
+  explicit ArchiveWriter(std::string path, const ArchiveWriterOptions& options = {});
   ~ArchiveWriter();
   ArchiveWriter(const ArchiveWriter&) = delete;
   ArchiveWriter& operator=(const ArchiveWriter&) = delete;
 
-  /// Adds an entry holding `bytes`. The writer keeps the bytes until commit().
-  /// @throws FormatError if an entry of that name was already added.
-  void add(const std::string& name, std::string bytes, Compression compression);
+  /// Writes an entry whose content is the concatenation of `pieces`, straight from their
+  /// memory (e.g. a `.npy` header, then a tensor's data). The pieces are not kept.
+  /// @throws FormatError if an entry of that name was already added; IoError if writing fails.
+  void add(const std::string& name, std::initializer_list<std::string_view> pieces,
+           Compression compression);
+  void add(const std::string& name, std::string_view bytes, Compression compression) {
+    add(name, {bytes}, compression);
+  }
+
+  /// Bytes written to the temporary file so far.
+  std::uint64_t bytes_written() const;
 
   /// Writes the archive and atomically replaces `path` with it.
   /// @throws IoError on any write, sync or rename failure; `path` is then left untouched.
@@ -84,9 +111,29 @@ class ArchiveReader {
   const EntryInfo* find(std::string_view name) const;
   bool contains(std::string_view name) const { return find(name) != nullptr; }
 
-  /// Reads a whole entry.
+  /// Reads a whole entry (through libzip, which checks its CRC-32).
   /// @throws FormatError if it is missing, too large, or its data is corrupt (CRC, truncation).
   std::string read(std::string_view name) const;
+
+  /// Reads up to `n` leading bytes of an entry: of a stored entry straight from the file, of a
+  /// compressed one by inflating only that far. Its CRC is not checked (the entry is partial).
+  std::string read_head(std::string_view name, std::size_t n) const;
+
+  /// Where a stored entry's bytes begin in the archive file (after its local header).
+  /// @throws FormatError if the local header is missing or the data runs past the file's end.
+  std::uint64_t data_offset(std::string_view name) const;
+
+  /// Reads a stored entry whose first `head.size()` bytes the caller already has (from
+  /// read_head) into `dst`: the remaining `n` bytes go straight from the file into `dst`. With
+  /// `check_crc`, the CRC-32 of head + data is checked against the central directory (summed on
+  /// a helper thread while reading).
+  /// @throws FormatError if the entry is not stored, sizes disagree, or the CRC differs.
+  void read_rest_into(std::string_view name, std::string_view head, void* dst, std::size_t n,
+                      bool check_crc) const;
+
+  /// The whole archive mapped copy-on-write (created on first call, then shared).
+  /// @throws IoError if the file cannot be mapped.
+  ArchiveMapping mapping() const;
 
   /// The name used in error messages (the path).
   const std::string& name() const;

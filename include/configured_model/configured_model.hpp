@@ -14,10 +14,12 @@
 
 #include "configured_model/archive.hpp"
 #include "configured_model/checkpoint_manager.hpp"
+#include "configured_model/checksum.hpp"
 #include "configured_model/config.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
+#include "configured_model/lazy_file.hpp"
 #include "configured_model/logging.hpp"
 #include "configured_model/metadata.hpp"
 #include "configured_model/modules.hpp"
@@ -106,18 +108,83 @@ class ConfiguredModel : public torch::nn::Module {
   }
 
   /// Reads a model saved by `save()` or by Python ZANJ's `ConfiguredModel.save()`: builds
-  /// `Derived(config)` from the stored config, then loads every tensor (strict by default).
+  /// `Derived(config)` from the stored config, then reads every tensor straight into the
+  /// model's own parameters and buffers (strict by default). With `options.mmap` the
+  /// parameters alias a copy-on-write mapping of the file instead (see ReadOptions::mmap).
   /// @throws StateMismatchError if the file holds another class or tensors that do not fit,
   ///         ConfigError if the config cannot be parsed or the model not built from it,
   ///         FormatError / IoError / VersionError for unreadable files.
   static std::shared_ptr<Derived> read(const std::string& path, const ReadOptions& options = {}) {
-    return from_node(zanj::read(path, options), path, options);
+    const ArchiveReader archive = ArchiveReader::open(path, options.archive_limits);
+    const Document doc = read_document(archive, options);
+    detail::ModelParts header;
+    try {
+      header = detail::model_header(doc.tree, class_name(), path);
+    } catch (...) {
+      detail::rethrow_as_format_error(path);
+    }
+    std::shared_ptr<Derived> model = construct(header, path, options);
+    const Node root = zanj::read(archive, doc, options, detail::state_dict_destination(*model));
+    model->finish(root, path, options, /*adopt=*/true);
+    return model;
   }
 
-  /// Builds the model from an already read tree; `file` names it in messages.
+  /// Builds the model from an already read tree; `file` names it in messages. The model gets
+  /// copies of the tree's tensors.
   static std::shared_ptr<Derived> from_node(const Node& root, const std::string& file,
                                             const ReadOptions& options = {}) {
-    detail::ModelParts parts = detail::model_parts(root, class_name(), file);
+    std::shared_ptr<Derived> model =
+        construct(detail::model_parts(root, class_name(), file), file, options);
+    model->finish(root, file, options, /*adopt=*/false);
+    return model;
+  }
+
+  /// Loads a saved model's tensors and training records into this model, straight into its
+  /// parameter and buffer storage (no intermediate buffers). The stored class must be this
+  /// one; a stored config that differs from config() is refused when `options.strict` (the
+  /// default), else logged. If reading fails midway (say a CRC mismatch), the tensors read so
+  /// far have been overwritten: call zanj::verify() first when the file is not trusted.
+  /// @throws StateMismatchError, FormatError, IoError as read() does.
+  void load(const std::string& path, const ReadOptions& options = {}) {
+    const ArchiveReader archive = ArchiveReader::open(path, options.archive_limits);
+    const Document doc = read_document(archive, options);
+    detail::ModelParts header;
+    try {
+      header = detail::model_header(doc.tree, class_name(), path);
+    } catch (...) {
+      detail::rethrow_as_format_error(path);
+    }
+    const nlohmann::json mine(config_);
+    const nlohmann::json stored(header.config);
+    if (mine != stored) {
+      const std::string what =
+          "the stored config " + stored.dump() + " differs from this model's " + mine.dump();
+      if (options.strict)
+        throw StateMismatchError(detail::message(path, "zanj_model_config", what));
+      logger()->warn("{}", detail::message(path, "zanj_model_config", what + " (non-strict load)"));
+    }
+    const Node root = zanj::read(archive, doc, options, detail::state_dict_destination(*this));
+    finish(root, path, options, /*adopt=*/options.mmap);
+  }
+
+  /// The class tag written to and required from files.
+  static std::string class_name() {
+    if constexpr (detail::has_zanj_class_name<Derived>::value) {
+      return Derived::zanj_class_name();
+    } else {
+      std::string name = detail::short_type_name(c10::demangle_type<Derived>());
+      constexpr std::string_view kImpl = "Impl";
+      if (name.size() > kImpl.size() &&
+          name.compare(name.size() - kImpl.size(), kImpl.size(), kImpl) == 0) {
+        name.resize(name.size() - kImpl.size());
+      }
+      return name;
+    }
+  }
+
+ private:
+  static std::shared_ptr<Derived> construct(const detail::ModelParts& parts,
+                                            const std::string& file, const ReadOptions& options) {
     if (!parts.config_tag.empty() && parts.config_tag != config_tag()) {
       logger()->warn("{}: zanj_model_config: config class tag '{}' differs from '{}'", file,
                      parts.config_tag, config_tag());
@@ -139,28 +206,17 @@ class ConfiguredModel : public torch::nn::Module {
           "constructing " + class_name() + " from the stored config failed: " + e.what()));
     }
     if (options.dtype) detail::convert_floating(*model, *options.dtype);
-    load_state_dict(*model, *parts.state_dict, file, options);
-    if (options.device) model->to(*options.device);
-    model->training_records_ = nlohmann::json(parts.training_records);
     return model;
   }
 
-  /// The class tag written to and required from files.
-  static std::string class_name() {
-    if constexpr (detail::has_zanj_class_name<Derived>::value) {
-      return Derived::zanj_class_name();
-    } else {
-      std::string name = detail::short_type_name(c10::demangle_type<Derived>());
-      constexpr std::string_view kImpl = "Impl";
-      if (name.size() > kImpl.size() &&
-          name.compare(name.size() - kImpl.size(), kImpl.size(), kImpl) == 0) {
-        name.resize(name.size() - kImpl.size());
-      }
-      return name;
-    }
+  // Loads the tensors and records of a read tree into this model.
+  void finish(const Node& root, const std::string& file, const ReadOptions& options, bool adopt) {
+    const detail::ModelParts parts = detail::model_parts(root, class_name(), file);
+    detail::load_state_dict(*this, *parts.state_dict, file, options, adopt);
+    if (options.device) this->to(*options.device);
+    training_records_ = nlohmann::json(parts.training_records);
   }
 
- private:
   static std::string config_tag() {
     return detail::short_type_name(c10::demangle_type<Config>()) + "(SerializableDataclass)";
   }

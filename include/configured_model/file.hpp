@@ -7,6 +7,7 @@
 #include "configured_model/archive.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
+#include "configured_model/tree.hpp"
 
 namespace zanj {
 
@@ -32,7 +33,30 @@ Node read(const std::string& path, const ReadOptions& options = {});
 /// Reads the tree of an already opened archive (e.g. one held in memory).
 Node read(const ArchiveReader& archive, const ReadOptions& options = {});
 
+/// The JSON parts of an archive, read and checked before any tensor is: where model reads and
+/// lazy reads start.
+struct Document {
+  nlohmann::ordered_json tree;            ///< `__zanj__.json`
+  nlohmann::ordered_json metadata;        ///< `__zanj_meta__.json` (null if absent)
+  nlohmann::ordered_json externals_info;  ///< its `externals_info` (null if absent)
+};
+
+/// Reads and checks `__zanj_meta__.json` (versions, externals present) and `__zanj__.json`.
+/// @throws FormatError / VersionError as read() does.
+Document read_document(const ArchiveReader& archive, const ReadOptions& options = {});
+
+/// Reads the tree of an archive whose document is already read. External tensors go straight
+/// into `destination`'s tensors where it names fitting ones (see deserialize_tree()).
+Node read(const ArchiveReader& archive, const Document& document, const ReadOptions& options = {},
+          const TensorDestination& destination = {});
+
 /// Reads only `__zanj_meta__.json` (null if the archive has none).
 nlohmann::ordered_json read_metadata(const std::string& path, const ReadOptions& options = {});
+
+namespace detail {
+/// Call inside a catch block: rethrows a zanj::Error as it is and anything else (torch,
+/// nlohmann, allocation failures caused by a file) as a FormatError naming `file`.
+[[noreturn]] void rethrow_as_format_error(const std::string& file);
+}  // namespace detail
 
 }  // namespace zanj

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,18 @@ struct NpyHeader {
 /// The tensor may live on any device and have any strides.
 std::string encode_npy(const at::Tensor& tensor);
 
+/// A tensor's `.npy` file in two pieces, to be written one after the other without a copy.
+struct NpyPieces {
+  std::string header;  ///< as npy_header() makes it; its length is a multiple of kNpyAlignment
+  at::Tensor data;     ///< contiguous CPU tensor holding the data (the input itself when it
+                       ///< already is one of a numpy dtype; else a converted copy of it alone)
+  /// The data's bytes (they alias `data`).
+  std::string_view data_bytes() const;
+};
+
+/// Splits a tensor into header and data for streaming; encode_npy() is their concatenation.
+NpyPieces npy_pieces(const at::Tensor& tensor);
+
 /// Builds just the header (magic, version, length, dict, padding) for `descr` and `shape`.
 std::string npy_header(std::string_view descr, const std::vector<std::int64_t>& shape);
 
@@ -45,6 +58,20 @@ std::string npy_descr(c10::ScalarType dtype);
 /// @throws FormatError naming `file` and `entry` on any lie or truncation.
 NpyHeader parse_npy_header(std::string_view bytes, std::string_view file = {},
                            std::string_view entry = {});
+
+/// The same for the first bytes of an entry of `entry_bytes` bytes in all: `bytes` must hold the
+/// whole header (any data after it is ignored); the data's length is checked against the
+/// entry's size instead.
+NpyHeader parse_npy_header(std::string_view bytes, std::uint64_t entry_bytes,
+                           std::string_view file = {}, std::string_view entry = {});
+
+/// How many leading bytes of a `.npy` file its header takes, read from its first 12 bytes; 0
+/// when they are not a `.npy` prefix (parse_npy_header() then says why).
+std::size_t npy_header_length(std::string_view first_bytes);
+
+/// The tensor dtype whose memory layout the data of `header` already has (C order, native
+/// little-endian, no widening or validation needed), or nullopt when decoding must convert.
+std::optional<c10::ScalarType> npy_raw_dtype(const NpyHeader& header);
 
 /// Decodes a whole `.npy` file into a new contiguous CPU tensor. Reads both byte orders and
 /// Fortran order. `u2` and `u4` are widened exactly to int32 and int64 (torch has no such

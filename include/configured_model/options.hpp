@@ -66,6 +66,16 @@ struct ReadOptions {
   /// For models: refuse missing or unexpected state_dict keys (shape and dtype mismatches are
   /// always refused).
   bool strict = true;
+  /// Map the file instead of reading it: tensors of stored, aligned, C-order, little-endian
+  /// entries of the wanted dtype alias a copy-on-write mapping of the file (opening is
+  /// near-instant and pages load on first touch; writing to a tensor copies that page privately,
+  /// the file never changes). Other tensors are read as usual. Mapped data is NOT checked
+  /// against its CRC-32: run zanj::verify() on files of unknown origin first. The file must not
+  /// be truncated while mapped (that would raise SIGBUS on access).
+  bool mmap = false;
+  /// Check every stored tensor entry's CRC-32 while reading (summed on a helper thread as the
+  /// data arrives, about 1 ms per 8 MB). Compressed entries are always checked by libzip.
+  bool check_crc = true;
   ArchiveLimits archive_limits;
   JsonLimits json_limits;
   /// Called after each entry is read (from the reading thread). Empty: no reports.

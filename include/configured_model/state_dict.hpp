@@ -11,6 +11,7 @@
 
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
+#include "configured_model/tree.hpp"
 
 namespace zanj {
 
@@ -47,6 +48,19 @@ struct ModelParts {
 /// @throws StateMismatchError naming both classes when the tag differs; FormatError when a part
 ///         is missing or of the wrong kind.
 ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file);
+
+/// The class check and config of a stored model from `__zanj__.json` alone, before any tensor
+/// is read (`state_dict` stays null).
+ModelParts model_header(const nlohmann::ordered_json& tree, const std::string& class_name,
+                        const std::string& file);
+
+/// Sends each stored `state_dict/<name>` tensor straight into the module's own tensor.
+TensorDestination state_dict_destination(const torch::nn::Module& module);
+
+/// load_state_dict(); with `adopt`, the module's tensors take the stored tensors' storage
+/// (set_data) instead of copying it, for trees read for this module alone (and mappings).
+void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
+                     const ReadOptions& options, bool adopt);
 
 /// The tree Python's `ConfiguredModel.serialize()` produces for a model.
 Node model_node(const torch::nn::Module& module, const std::string& class_name,

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "configured_model/archive.hpp"
+#include "configured_model/file.hpp"
+#include "configured_model/node.hpp"
+#include "configured_model/options.hpp"
+
+namespace zanj {
+
+/// A tensor of a file as its JSON describes it, before it is read.
+struct TensorInfo {
+  std::string key;                  ///< tree path, keys joined by '/': "state_dict/fc1.weight"
+  std::vector<std::int64_t> shape;  ///< as stored
+  c10::ScalarType dtype = c10::ScalarType::Float;
+  std::uint64_t bytes = 0;  ///< bytes of data (elements × item size)
+  std::string entry;        ///< the archive entry holding it; empty when inline
+};
+
+/// A `.zanj` file opened without reading its tensors: only the zip's central directory and the
+/// two JSON entries are read. Tensors are listed with shape, dtype and size, and read one at a
+/// time by key, reading only that entry's bytes (or mapping them, with ReadOptions::mmap).
+///
+/// \code
+///   auto file = zanj::LazyFile::open("big.zanj");
+///   for (const auto& t : file.tensors()) std::cout << t.key << " " << t.bytes << "\n";
+///   torch::Tensor w = file.tensor("state_dict/fc1.weight");
+/// \endcode
+///
+/// Tensors inside external `.jsonl` lists are not listed (reading the list reads them). Like
+/// ArchiveReader, a LazyFile is not thread-safe: open one per thread.
+class LazyFile {
+ public:
+  /// @throws IoError, FormatError, VersionError as zanj::read() does.
+  static LazyFile open(const std::string& path, const ReadOptions& options = {});
+  /// The same for an archive already opened (e.g. from memory).
+  static LazyFile open(ArchiveReader archive, const ReadOptions& options = {});
+
+  /// Every tensor of the tree, in tree order.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  /// The tensor stored at `key`, or nullptr.
+  const TensorInfo* find(const std::string& key) const;
+
+  /// Reads the tensor stored at `key` (checking its CRC-32 unless ReadOptions says otherwise).
+  /// @throws FormatError if there is none or its data is bad.
+  at::Tensor tensor(const std::string& key) const;
+
+  /// Reads the whole tree, as zanj::read() does.
+  Node read() const;
+
+  const Document& document() const { return document_; }
+  const ArchiveReader& archive() const { return archive_; }
+
+ private:
+  LazyFile(ArchiveReader archive, ReadOptions options);
+
+  ArchiveReader archive_;
+  ReadOptions options_;
+  Document document_;
+  std::vector<TensorInfo> tensors_;
+  std::vector<nlohmann::ordered_json::json_pointer> pointers_;  // parallel to tensors_
+};
+
+}  // namespace zanj

@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: MIT
+// The zip writer: entries stream from the caller's memory to a temporary file (stored entries
+// with their data at 64-byte-aligned offsets, CRC-32 summed on a helper thread meanwhile;
+// deflated entries through zlib), and commit() makes the file appear atomically.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <random>
+#include <unordered_set>
+
+#include "configured_model/archive.hpp"
+#include "configured_model/checksum.hpp"
+#include "configured_model/errors.hpp"
+#include "zip_format.hpp"
+
+namespace zanj {
+namespace fs = std::filesystem;
+using namespace zipfmt;  // NOLINT(google-build-using-namespace): record constants only
+
+namespace {
+
+// Data is written in slices this large so the CRC helper works on one while we write the next.
+constexpr std::size_t kSliceBytes = 16 << 20;
+constexpr std::size_t kDeflateOutBytes = 1 << 20;
+constexpr std::uint16_t kFlagUtf8 = 0x0800;
+constexpr std::uint16_t kMadeByUnix = 3 << 8;
+constexpr std::uint32_t kRegularFile0644 = 0100644u << 16;
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+void fsync_directory(const std::string& path, const std::string& file) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // nothing more we can do for durability; the file itself is synced
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  // Some file systems refuse fsync on directories; not a data-loss risk we can act on.
+  if (rc != 0 && err != EINVAL && err != EROFS) {
+    detail::throw_io_error(file, "", "fsync of directory " + path + " failed: " + errno_text(err));
+  }
+}
+
+std::string temporary_name(const fs::path& final_path) {
+  std::random_device rd;
+  const auto tag = std::to_string(::getpid()) + "-" + std::to_string(rd());
+  // A leading dot and a ".tmp" suffix: never mistaken for a checkpoint by a *.zanj glob.
+  return (final_path.parent_path() / ("." + final_path.filename().string() + "." + tag + ".tmp"))
+      .string();
+}
+
+// MS-DOS date and time of now, local time, as zip stores modification times.
+std::pair<std::uint16_t, std::uint16_t> dos_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  if (tm.tm_year < 80) return {0, (1 << 5) | 1};  // 1980-01-01 00:00
+  const auto time =
+      static_cast<std::uint16_t>((tm.tm_hour << 11) | (tm.tm_min << 5) | (tm.tm_sec / 2));
+  const auto date =
+      static_cast<std::uint16_t>(((tm.tm_year - 80) << 9) | ((tm.tm_mon + 1) << 5) | tm.tm_mday);
+  return {time, date};
+}
+
+}  // namespace
+
+struct ArchiveWriter::Impl {
+  struct Central {
+    std::string name;
+    std::uint64_t local_offset = 0, compressed = 0, size = 0;
+    std::uint32_t crc = 0;
+    std::uint16_t method = 0;
+  };
+
+  std::string path;  // final path, for messages
+  std::string tmp_path;
+  int fd = -1;
+  std::uint64_t offset = 0;
+  bool force_zip64 = false;
+  bool committed = false;
+  std::uint16_t dos_time = 0, dos_date = 0;
+  std::vector<Central> central;
+  std::unordered_set<std::string> names;
+
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+    if (!committed && !tmp_path.empty()) {
+      std::error_code ec;
+      fs::remove(tmp_path, ec);
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& entry, const std::string& what, int err) const {
+    detail::throw_io_error(path, entry, what + ": " + errno_text(err));
+  }
+
+  void write_all(const std::string& entry, const char* p, std::size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail(entry, "write to " + tmp_path + " failed", errno);
+      }
+      p += w;
+      n -= static_cast<std::size_t>(w);
+      offset += static_cast<std::uint64_t>(w);
+    }
+  }
+
+  void pwrite_all(const std::string& entry, const std::string& bytes, std::uint64_t at) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t w =
+          ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail(entry, "write to " + tmp_path + " failed", errno);
+      }
+      done += static_cast<std::size_t>(w);
+    }
+  }
+
+  // Writes the pieces as they are; returns their CRC-32.
+  std::uint32_t write_stored(const std::string& entry,
+                             std::initializer_list<std::string_view> pieces) {
+    PipelinedCrc32 crc;
+    for (std::string_view piece : pieces) {
+      for (std::size_t at = 0; at < piece.size(); at += kSliceBytes) {
+        const std::size_t n = std::min(kSliceBytes, piece.size() - at);
+        crc.feed(piece.data() + at, n);
+        write_all(entry, piece.data() + at, n);
+      }
+    }
+    return crc.finish();
+  }
+
+  // Deflates the pieces (raw deflate, zlib's default level); returns {crc, compressed bytes}.
+  std::pair<std::uint32_t, std::uint64_t> write_deflated(
+      const std::string& entry, std::initializer_list<std::string_view> pieces) {
+    z_stream zs{};
+    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+        Z_OK) {
+      detail::throw_io_error(path, entry, "zlib deflateInit2 failed");
+    }
+    struct End {
+      z_stream* z;
+      ~End() { deflateEnd(z); }
+    } end{&zs};
+    std::string out(kDeflateOutBytes, '\0');
+    std::uint32_t crc = 0;
+    std::uint64_t written = 0;
+    auto pump = [&](int flush) {
+      int rc;
+      do {
+        zs.next_out = reinterpret_cast<Bytef*>(out.data());
+        zs.avail_out = static_cast<uInt>(out.size());
+        rc = deflate(&zs, flush);
+        if (rc == Z_STREAM_ERROR) detail::throw_io_error(path, entry, "zlib deflate failed");
+        const std::size_t have = out.size() - zs.avail_out;
+        write_all(entry, out.data(), have);
+        written += have;
+      } while (zs.avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
+    };
+    for (std::string_view piece : pieces) {
+      crc = crc32(crc, piece.data(), piece.size());
+      for (std::size_t at = 0; at < piece.size(); at += kSliceBytes) {
+        const std::size_t n = std::min(kSliceBytes, piece.size() - at);
+        zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(piece.data() + at));
+        zs.avail_in = static_cast<uInt>(n);
+        pump(Z_NO_FLUSH);
+      }
+    }
+    zs.next_in = nullptr;
+    zs.avail_in = 0;
+    pump(Z_FINISH);
+    return {crc, written};
+  }
+};
+
+ArchiveWriter::ArchiveWriter(std::string path, const ArchiveWriterOptions& options)
+    : path_(std::move(path)), impl_(new Impl) {
+  impl_->path = path_;
+  impl_->force_zip64 = options.force_zip64;
+  std::tie(impl_->dos_time, impl_->dos_date) = dos_now();
+  const fs::path final_path = fs::absolute(path_);
+  std::error_code ec;
+  fs::create_directories(final_path.parent_path(), ec);
+  if (ec) {
+    detail::throw_io_error(
+        path_, "",
+        "cannot create directory " + final_path.parent_path().string() + ": " + ec.message());
+  }
+  impl_->tmp_path = temporary_name(final_path);
+  impl_->fd = ::open(impl_->tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (impl_->fd < 0) {
+    const int err = errno;
+    impl_->tmp_path.clear();
+    impl_->fail("", "cannot create temporary file next to it", err);
+  }
+}
+
+ArchiveWriter::~ArchiveWriter() = default;
+
+void ArchiveWriter::add(const std::string& name, std::initializer_list<std::string_view> pieces,
+                        Compression compression) {
+  Impl& w = *impl_;
+  if (w.committed) detail::throw_io_error(path_, name, "entry added after commit()");
+  if (name.empty() || name.size() > kMax16) {
+    detail::throw_format_error(path_, name, "entry names must have 1 to 65535 bytes");
+  }
+  if (!w.names.insert(name).second) {
+    detail::throw_format_error(path_, name, "entry added twice");
+  }
+  std::uint64_t size = 0;
+  for (auto p : pieces) size += p.size();
+  const bool stored = compression == Compression::kStored;
+  const std::uint64_t bound = stored ? size : size + size / 1000 + (1 << 16);  // deflate growth
+  const bool zip64 = w.force_zip64 || bound >= kMax32;
+
+  Impl::Central c;
+  c.name = name;
+  c.local_offset = w.offset;
+  c.size = size;
+  c.method = stored ? 0 : 8;
+
+  const std::size_t zip64_bytes = zip64 ? 20 : 0;
+  std::size_t padding = 0;
+  if (stored) {
+    const std::uint64_t data_at = w.offset + kLocalHeaderBytes + name.size() + zip64_bytes + 4;
+    padding = (kArchiveAlignment - data_at % kArchiveAlignment) % kArchiveAlignment;
+  }
+  const std::size_t extra_bytes = zip64_bytes + (stored ? 4 + padding : 0);
+  RecordBuilder h;
+  h.u32(kLocalSig)
+      .u16(zip64 ? 45 : 20)
+      .u16(kFlagUtf8)
+      .u16(c.method)
+      .u16(w.dos_time)
+      .u16(w.dos_date)
+      .u32(0)  // CRC-32, patched below
+      .u32(zip64 ? kMax32 : size)
+      .u32(zip64 ? kMax32 : size)
+      .u16(name.size())
+      .u16(extra_bytes)
+      .bytes(name);
+  if (zip64) h.u16(kZip64ExtraId).u16(16).u64(size).u64(stored ? size : 0);
+  if (stored) h.u16(kPaddingExtraId).u16(padding).zeros(padding);
+  w.write_all(name, h.str().data(), h.str().size());
+
+  if (stored) {
+    c.crc = w.write_stored(name, pieces);
+    c.compressed = size;
+  } else {
+    std::tie(c.crc, c.compressed) = w.write_deflated(name, pieces);
+    if (!zip64 && c.compressed >= kMax32) {
+      detail::throw_io_error(path_, name, "deflated data outgrew the 4 GiB zip32 limit");
+    }
+  }
+  // Patch the CRC (and a deflated entry's compressed size) into the local header.
+  RecordBuilder crc;
+  crc.u32(c.crc);
+  if (!stored && !zip64) crc.u32(c.compressed);
+  w.pwrite_all(name, crc.str(), c.local_offset + 14);
+  if (!stored && zip64) {
+    RecordBuilder z;
+    z.u64(c.compressed);
+    w.pwrite_all(name, z.str(), c.local_offset + kLocalHeaderBytes + name.size() + 4 + 8);
+  }
+  w.central.push_back(std::move(c));
+}
+
+std::uint64_t ArchiveWriter::bytes_written() const { return impl_->offset; }
+
+void ArchiveWriter::commit() {
+  Impl& w = *impl_;
+  if (w.committed) return;
+  const std::uint64_t cd_offset = w.offset;
+  RecordBuilder cd;
+  for (const auto& c : w.central) {
+    const bool big_size = w.force_zip64 || c.size >= kMax32 || c.compressed >= kMax32;
+    const bool big_offset = w.force_zip64 || c.local_offset >= kMax32;
+    RecordBuilder z;
+    if (big_size) z.u64(c.size).u64(c.compressed);
+    if (big_offset) z.u64(c.local_offset);
+    const bool zip64 = !z.str().empty();
+    cd.u32(kCentralSig)
+        .u16(kMadeByUnix | (zip64 ? 45 : 20))
+        .u16(zip64 ? 45 : 20)
+        .u16(kFlagUtf8)
+        .u16(c.method)
+        .u16(w.dos_time)
+        .u16(w.dos_date)
+        .u32(c.crc)
+        .u32(big_size ? kMax32 : c.compressed)
+        .u32(big_size ? kMax32 : c.size)
+        .u16(c.name.size())
+        .u16(zip64 ? 4 + z.str().size() : 0)
+        .u16(0)  // comment
+        .u16(0)  // disk
+        .u16(0)  // internal attributes
+        .u32(kRegularFile0644)
+        .u32(big_offset ? kMax32 : c.local_offset)
+        .bytes(c.name);
+    if (zip64) cd.u16(kZip64ExtraId).u16(z.str().size()).bytes(z.str());
+  }
+  const std::uint64_t cd_size = cd.str().size();
+  const std::uint64_t count = w.central.size();
+  const bool zip64 = w.force_zip64 || count >= kMax16 || cd_size >= kMax32 || cd_offset >= kMax32;
+  if (zip64) {
+    const std::uint64_t end64_offset = cd_offset + cd_size;
+    cd.u32(kEnd64Sig)
+        .u64(kEnd64Bytes - 12)
+        .u16(kMadeByUnix | 45)
+        .u16(45)
+        .u32(0)
+        .u32(0)
+        .u64(count)
+        .u64(count)
+        .u64(cd_size)
+        .u64(cd_offset);
+    cd.u32(kEnd64LocatorSig).u32(0).u64(end64_offset).u32(1);
+  }
+  cd.u32(kEndSig)
+      .u16(0)
+      .u16(0)
+      .u16(zip64 ? kMax16 : count)
+      .u16(zip64 ? kMax16 : count)
+      .u32(zip64 ? kMax32 : cd_size)
+      .u32(zip64 ? kMax32 : cd_offset)
+      .u16(0);
+  w.write_all("", cd.str().data(), cd.str().size());
+  if (::fsync(w.fd) != 0) w.fail("", "fsync of " + w.tmp_path + " failed", errno);
+  const int fd = w.fd;
+  w.fd = -1;
+  if (::close(fd) != 0) w.fail("", "close of " + w.tmp_path + " failed", errno);
+  if (::rename(w.tmp_path.c_str(), path_.c_str()) != 0) {
+    w.fail("", "cannot rename " + w.tmp_path + " into place", errno);
+  }
+  w.committed = true;
+  fsync_directory(fs::absolute(path_).parent_path().string(), path_);
+}
+
+}  // namespace zanj
