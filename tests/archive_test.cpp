@@ -182,3 +182,77 @@ TEST(ArchiveTest, AbandonedWriterLeavesNothingBehind) {
 }
 
 }  // namespace
+
+namespace {
+
+// Entries of several pieces, stored and deflated, read back by libzip and (when there) by
+// Python's zipfile, which also checks every CRC.
+void write_and_check(const std::string& path, const zanj::ArchiveWriterOptions& options) {
+  std::string big(3 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
+  {
+    zanj::ArchiveWriter w(path, options);
+    w.add("a.npy", {"head", big}, zanj::Compression::kStored);
+    w.add("b/deflated.bin", {big, "tail"}, zanj::Compression::kDeflate);
+    w.add("c.json", "{}", zanj::Compression::kStored);
+    w.commit();
+  }
+  const auto r = zanj::ArchiveReader::open(path);
+  EXPECT_EQ(r.read("a.npy"), "head" + big);
+  EXPECT_EQ(r.read("b/deflated.bin"), big + "tail");
+  EXPECT_EQ(r.read("c.json"), "{}");
+  for (const auto& e : r.entries()) {
+    if (e.method == 0) {
+      EXPECT_EQ(r.data_offset(e.name) % zanj::kArchiveAlignment, 0u) << e.name;
+    }
+  }
+  if (zanj_test::python_has("zipfile")) {
+    std::string out;
+    const std::string script =
+        "import sys, zipfile\n"
+        "z = zipfile.ZipFile(sys.argv[1])\n"
+        "assert z.testzip() is None\n"
+        "print(len(z.read('a.npy')), len(z.read('b/deflated.bin')), z.read('c.json').decode())\n";
+    zanj_test::write_bytes(path + ".py", script);
+    ASSERT_EQ(zanj_test::run("/usr/bin/python3 " + path + ".py " + path, &out), 0);
+    EXPECT_EQ(out, std::to_string(big.size() + 4) + " " + std::to_string(big.size() + 4) + " {}\n");
+  }
+}
+
+TEST(ArchiveWriterTest, PiecesStreamIntoAlignedEntriesThatLibzipAndPythonRead) {
+  TempDir dir;
+  write_and_check(dir.file("a.zip"), {});
+}
+
+TEST(ArchiveWriterTest, Zip64RecordsAreReadByLibzipAndPython) {
+  TempDir dir;
+  zanj::ArchiveWriterOptions options;
+  options.force_zip64 = true;
+  write_and_check(dir.file("a.zip"), options);
+  // The end records really are zip64 ones.
+  const std::string bytes = zanj_test::read_bytes(dir.file("a.zip"));
+  EXPECT_NE(bytes.find(std::string("PK\x06\x06", 4)), std::string::npos);
+  EXPECT_NE(bytes.find(std::string("PK\x06\x07", 4)), std::string::npos);
+}
+
+TEST(ArchiveReaderTest, ReadsRestOfAStoredEntryIntoMemoryAndChecksItsCrc) {
+  TempDir dir;
+  const std::string path = dir.file("a.zip");
+  const std::string body(1 << 21, 'q');
+  {
+    zanj::ArchiveWriter w(path);
+    w.add("e", {"HEAD", body}, zanj::Compression::kStored);
+    w.commit();
+  }
+  const auto r = zanj::ArchiveReader::open(path);
+  const std::string head = r.read_head("e", 4);
+  EXPECT_EQ(head, "HEAD");
+  std::string dst(body.size(), '\0');
+  r.read_rest_into("e", head, dst.data(), dst.size(), true);
+  EXPECT_EQ(dst, body);
+  EXPECT_THROW(r.read_rest_into("e", "HEAX", dst.data(), dst.size(), true), zanj::FormatError);
+  EXPECT_NO_THROW(r.read_rest_into("e", "HEAX", dst.data(), dst.size(), false));
+  EXPECT_THROW(r.read_rest_into("e", head, dst.data(), dst.size() - 1, false), zanj::FormatError);
+}
+
+}  // namespace
