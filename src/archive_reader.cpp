@@ -291,7 +291,7 @@ ArchiveReader ArchiveReader::open(const std::string& path, const ArchiveLimits& 
     detail::throw_format_error(path, "", kTooShort);
   }
   int code = 0;
-  impl->za = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code);
+  impl->za = zip_open(path.c_str(), ZIP_RDONLY, &code);
   if (!impl->za) {
     if (code == ZIP_ER_OPEN || code == ZIP_ER_READ) {
       detail::throw_io_error(path, "", "cannot open: " + zip_error_text(code));
@@ -318,7 +318,7 @@ ArchiveReader ArchiveReader::from_bytes(std::string bytes, std::string display_n
     zip_error_fini(&err);
     detail::throw_io_error(impl->name, "", "cannot open: " + why);
   }
-  impl->za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err);
+  impl->za = zip_open_from_source(src, ZIP_RDONLY, &err);
   if (!impl->za) {
     const std::string why = zip_error_strerror(&err);
     const int code = zip_error_code_zip(&err);
@@ -409,7 +409,7 @@ void ArchiveReader::read_rest_into(std::string_view entry_name, std::string_view
                                 std::to_string(head.size() + n) + ")");
   }
   const std::uint64_t at = data_offset(entry_name) + head.size();
-  constexpr std::size_t kSlice = 16 << 20;
+  constexpr std::size_t kSlice = kCrcSliceBytes;
   auto* out = static_cast<char*>(dst);
   PipelinedCrc32 crc;
   if (check_crc) crc.feed(head.data(), head.size());

@@ -25,8 +25,7 @@ using namespace zipfmt;  // NOLINT(google-build-using-namespace): record constan
 
 namespace {
 
-// Data is written in slices this large so the CRC helper works on one while we write the next.
-constexpr std::size_t kSliceBytes = 16 << 20;
+constexpr std::size_t kSliceBytes = kCrcSliceBytes;
 constexpr std::size_t kDeflateOutBytes = 1 << 20;
 constexpr std::uint16_t kFlagUtf8 = 0x0800;
 constexpr std::uint16_t kMadeByUnix = 3 << 8;

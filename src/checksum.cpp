@@ -1,33 +1,67 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/checksum.hpp"
 
-#include <libdeflate.h>
+#include <isa-l/crc.h>
 
 namespace zanj {
 namespace {
-// Below this a thread hand-off costs more than it saves.
-constexpr std::size_t kInlineBytes = 1 << 20;
+// Below this a hand-off to the helper costs more than it saves.
+constexpr std::size_t kInlineBytes = 256 << 10;
 }  // namespace
 
 std::uint32_t crc32(std::uint32_t crc, const void* data, std::size_t n) {
-  return libdeflate_crc32(crc, data, n);
+  return crc32_gzip_refl(crc, static_cast<const unsigned char*>(data), n);
 }
 
 PipelinedCrc32::~PipelinedCrc32() {
-  if (pending_.valid()) pending_.wait();
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+void PipelinedCrc32::wait_idle(std::unique_lock<std::mutex>& lock) {
+  cv_.wait(lock, [this] { return !busy_; });
+}
+
+void PipelinedCrc32::run() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    cv_.wait(lock, [this] { return busy_ || stop_; });
+    if (!busy_) return;  // stopped with nothing left to do
+    const void* data = data_;
+    const std::size_t n = size_;
+    const std::uint32_t start = crc_;
+    lock.unlock();
+    const std::uint32_t crc = crc32(start, data, n);
+    lock.lock();
+    crc_ = crc;
+    busy_ = false;
+    cv_.notify_all();
+  }
 }
 
 void PipelinedCrc32::feed(const void* data, std::size_t n) {
-  if (pending_.valid()) crc_ = pending_.get();
+  std::unique_lock<std::mutex> lock(mutex_);
+  wait_idle(lock);
   if (n < kInlineBytes) {
     crc_ = crc32(crc_, data, n);
     return;
   }
-  pending_ = std::async(std::launch::async, [crc = crc_, data, n] { return crc32(crc, data, n); });
+  if (!worker_.joinable()) worker_ = std::thread([this] { run(); });
+  data_ = data;
+  size_ = n;
+  busy_ = true;
+  lock.unlock();
+  cv_.notify_all();
 }
 
 std::uint32_t PipelinedCrc32::finish() {
-  if (pending_.valid()) crc_ = pending_.get();
+  std::unique_lock<std::mutex> lock(mutex_);
+  wait_idle(lock);
   return crc_;
 }
 

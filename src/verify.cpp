@@ -53,6 +53,7 @@ VerifyReport verify(const std::string& path, const ReadOptions& options) {
   for (const auto& e : archive->entries()) {
     ++report.entries;
     try {
+      archive->data_offset(e.name);  // its local header: where it should be, naming it
       const std::string bytes = archive->read(e.name);
       report.bytes += bytes.size();
       if (e.name == kTreeEntry || e.name == kMetaEntry) {

@@ -90,8 +90,11 @@ class ArchiveWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Reads entries of a zip archive. Entry names are checked for duplicates on open; every read
-/// checks the entry's CRC-32 and size. Not thread-safe: use one reader per thread.
+/// Reads entries of a zip archive. Opening reads only the central directory (through libzip,
+/// plus a scan for the local-header offsets libzip keeps to itself); entry names are checked
+/// for duplicates then. An entry's local header is checked when the entry is first located.
+/// read() always checks the CRC-32; read_rest_into() when asked. Not thread-safe: use one
+/// reader per thread (tensors mapped from it may be used from any thread).
 class ArchiveReader {
  public:
   /// Opens the zip file at `path`.

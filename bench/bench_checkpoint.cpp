@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: MIT
+// Save/load speed and memory of configured_model against raw I/O and torch::save/load, measured
+// in one run on one model (default 25 x Linear(2048, 2048) fp32, about 420 MB).
+//
+//   zanj_bench [--layers 25] [--width 2048] [--reps 5] [--dir /tmp] [--big-factor 4]
+//
+// Every time is the median of --reps runs; reads are from the page cache (each is run once
+// before timing). Saves are durable: ours fsyncs (crash safety), so raw_write is write() +
+// fsync too; raw_write_nosync and torch::save (which does not fsync) are shown for reference.
+// The operations of a group run round-robin, with sync() (untimed) after each save.
+// Peak RSS (VmHWM) is measured in child processes, one per operation. The last line is
+// `BENCH_JSON {...}` with every figure, for scripts.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <configured_model/configured_model.hpp>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+
+namespace {
+
+struct BenchConfig {
+  int64_t layers = 25;
+  int64_t width = 2048;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(BenchConfig, layers, width)
+
+class BenchNet : public zanj::ConfiguredModel<BenchNet, BenchConfig> {
+ public:
+  explicit BenchNet(BenchConfig c) : ConfiguredModel(std::move(c)) {
+    for (int64_t i = 0; i < config().layers; ++i) {
+      layers->push_back(torch::nn::Linear(config().width, config().width));
+    }
+    register_module("layers", layers);
+  }
+  torch::nn::Sequential layers;
+};
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t model_bytes(const torch::nn::Module& m) {
+  std::uint64_t n = 0;
+  for (const auto& [name, t] : zanj::state_dict(m)) n += t.numel() * t.element_size();
+  return n;
+}
+
+void check(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(what);
+}
+
+void write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    check(w > 0, "write failed");
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+// The model's tensor bytes, written with write() one tensor after the other.
+void raw_write(const torch::nn::Module& m, const std::string& path, bool sync) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  check(fd >= 0, "cannot create " + path);
+  for (const auto& [name, t] : zanj::state_dict(m)) {
+    write_all(fd, static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+  }
+  if (sync) check(::fsync(fd) == 0, "fsync failed");
+  ::close(fd);
+}
+
+// Reads a file back into the model's tensors with read().
+void raw_read(torch::nn::Module& m, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  check(fd >= 0, "cannot open " + path);
+  for (auto& [name, t] : zanj::state_dict(m)) {
+    auto* p = static_cast<char*>(t.data_ptr());
+    std::size_t n = t.numel() * t.element_size();
+    while (n > 0) {
+      const ssize_t r = ::read(fd, p, n);
+      check(r > 0, "read failed");
+      p += r;
+      n -= static_cast<std::size_t>(r);
+    }
+  }
+  ::close(fd);
+}
+
+long vm_hwm_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// Child mode: one operation, then its peak RSS on stdout.
+int child(const std::string& op, const std::string& path, const BenchConfig& config) {
+  torch::manual_seed(0);
+  if (op == "baseline") {
+    // libtorch loaded, nothing built: what every other figure is measured above.
+  } else if (op == "construct") {
+    BenchNet m(config);
+  } else if (op == "save") {
+    BenchNet m(config);
+    m.save(path);
+  } else if (op == "torch_save") {
+    auto m = std::make_shared<BenchNet>(config);
+    torch::save(m, path);
+  } else if (op == "read_copy") {
+    BenchNet::read(path);
+  } else if (op == "read_mmap") {
+    zanj::ReadOptions o;
+    o.mmap = true;
+    auto m = BenchNet::read(path, o);
+    torch::NoGradGuard g;
+    double sum = 0;  // touch every parameter: the mapped pages count as RSS now
+    for (const auto& p : m->parameters()) sum += p.sum().item<double>();
+    std::fprintf(stderr, "checksum %g\n", sum);
+  } else if (op == "load") {
+    BenchNet m(config);
+    m.load(path);
+  } else {
+    return 2;
+  }
+  std::printf("%ld\n", vm_hwm_kb());
+  return 0;
+}
+
+long child_peak_kb(const std::string& op, const std::string& path, const BenchConfig& c) {
+  int out[2];
+  check(::pipe(out) == 0, "pipe failed");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    const std::string layers = std::to_string(c.layers), width = std::to_string(c.width);
+    ::execl("/proc/self/exe", "zanj_bench", "--child", op.c_str(), "--path", path.c_str(),
+            "--layers", layers.c_str(), "--width", width.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child " + op + " failed");
+  return std::stol(text);
+}
+
+struct Row {
+  std::string key, label;
+  double value;
+  std::string unit;  // "s" or "MB"
+  std::string ratio_key;
+  double ratio;
+  std::string ratio_label;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"configured_model checkpoint benchmark"};
+  BenchConfig config;
+  int reps = 5;
+  int big_factor = 4;
+  std::string dir = "/tmp", child_op, child_path;
+  app.add_option("--layers", config.layers, "Linear layers in the model")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--width", config.width, "Width of each square Linear layer")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reps", reps, "Timed repetitions per figure (median)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--big-factor", big_factor, "Size of the lazy-read file, in models")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dir", dir, "Directory for the files (removed afterwards)");
+  app.add_option("--child", child_op)->group("");
+  app.add_option("--path", child_path)->group("");
+  CLI11_PARSE(app, argc, argv);
+  zanj::logger()->set_level(spdlog::level::warn);
+  if (!child_op.empty()) return child(child_op, child_path, config);
+
+  try {
+    const std::string base = dir + "/zanj_bench_" + std::to_string(::getpid());
+    const std::string raw = base + ".raw", pt = base + ".pt", zf = base + ".zanj",
+                      big = base + "_big.zanj";
+    torch::manual_seed(0);
+    auto model = std::make_shared<BenchNet>(config);
+    const std::uint64_t bytes = model_bytes(*model);
+    const double mb = static_cast<double>(bytes) / 1e6;
+    std::cout << "model: " << config.layers << " x Linear(" << config.width << ", " << config.width
+              << ") fp32 = " << mb << " MB; median of " << reps << " runs\n";
+    BenchNet target(config);  // loads go into this one
+
+    // The operations of each group run round-robin, so that they share the machine's state
+    // (page cache, writeback, allocator); one untimed round warms everything up first.
+    std::map<std::string, double> s;
+    auto rounds = [&](const std::vector<std::pair<std::string, std::function<void()>>>& ops,
+                      bool settle = false) {
+      std::map<std::string, std::vector<double>> times;
+      for (int round = 0; round <= reps; ++round) {
+        for (const auto& [name, op] : ops) {
+          const auto start = Clock::now();
+          op();
+          if (round > 0)
+            times[name].push_back(std::chrono::duration<double>(Clock::now() - start).count());
+        }
+      }
+      for (auto& [name, v] : times) {
+        std::sort(v.begin(), v.end());
+        s[name] = v[v.size() / 2];
+      }
+    };
+    zanj::ReadOptions no_crc;
+    no_crc.check_crc = false;
+    zanj::ReadOptions mapped;
+    mapped.mmap = true;
+    auto loaded = std::make_shared<BenchNet>(config);
+    rounds({{"raw_write", [&] { raw_write(*model, raw, true); }},
+            {"raw_write_nosync", [&] { raw_write(*model, raw, false); }},
+            {"torch_save", [&] { torch::save(model, pt); }},
+            {"zanj_save", [&] { model->save(zf); }}},
+           /*settle=*/true);
+    target.load(zf);
+    check(zanj::state_digest(zanj::state_dict(target)) ==
+              zanj::state_digest(zanj::state_dict(*model)),
+          "load did not restore the model");
+    rounds({{"raw_read", [&] { raw_read(target, raw); }},
+            {"torch_load", [&] { torch::load(loaded, pt); }},
+            {"zanj_load", [&] { target.load(zf); }},
+            {"zanj_load_nocrc", [&] { target.load(zf, no_crc); }},
+            {"construct", [&] { BenchNet m(config); }},
+            {"read_copy", [&] { BenchNet::read(zf); }},
+            {"read_mmap", [&] { BenchNet::read(zf, mapped); }},
+            {"mmap_open", [&] { zanj::read(zf, mapped); }}});
+
+    // A file big_factor times larger, for the flatness of mapping and lazy single reads.
+    {
+      BenchConfig bc = config;
+      bc.layers *= big_factor;
+      BenchNet bigger(bc);
+      bigger.save(big);
+    }
+    const std::string key =
+        "state_dict/layers." + std::to_string(config.layers * big_factor / 2) + ".weight";
+    torch::Tensor one;
+    rounds({{"mmap_open_big", [&] { zanj::read(big, mapped); }},
+            {"lazy_one_small",
+             [&] { one = zanj::LazyFile::open(zf).tensor("state_dict/layers.0.weight"); }},
+            {"lazy_one_big", [&] { one = zanj::LazyFile::open(big).tensor(key); }}});
+    {
+      // The same bytes read raw: pread of the tensor's data at its offset.
+      const auto archive = zanj::ArchiveReader::open(big);
+      const std::string entry = key.substr(std::string("state_dict/").size()) + ".npy";
+      const std::string name = "state_dict/" + entry;
+      const auto header =
+          zanj::parse_npy_header(archive.read_head(name, 4096), archive.find(name)->size);
+      const auto at = archive.data_offset(name) + header.data_offset;
+      const std::size_t n = one.numel() * one.element_size();
+      // Opened and read into new memory, as a tensor needs.
+      rounds({{"lazy_one_raw", [&] {
+                 const int fd = ::open(big.c_str(), O_RDONLY);
+                 std::unique_ptr<char[]> buf(new char[n]);
+                 check(fd >= 0 && ::pread(fd, buf.get(), n, static_cast<off_t>(at)) ==
+                                      static_cast<ssize_t>(n),
+                       "pread failed");
+                 ::close(fd);
+               }}});
+    }
+
+    std::map<std::string, double> rss;
+    for (const char* op :
+         {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap", "load"}) {
+      rss[op] = child_peak_kb(op, std::string(op) == "torch_save" ? pt : zf, config) / 1e3;
+    }
+
+    auto ratio = [&](const std::string& a, const std::string& b) { return s[a] / s[b]; };
+    std::vector<Row> rows = {
+        {"raw_write", "raw write() + fsync", s["raw_write"], "s", "", 0, ""},
+        {"raw_write_nosync", "raw write(), no fsync", s["raw_write_nosync"], "s", "", 0, ""},
+        {"raw_read", "raw read()", s["raw_read"], "s", "", 0, ""},
+        {"torch_save", "torch::save (no fsync)", s["torch_save"], "s", "torch_save_vs_raw_write",
+         ratio("torch_save", "raw_write"), "x raw write"},
+        {"torch_load", "torch::load into a model", s["torch_load"], "s", "torch_load_vs_raw_read",
+         ratio("torch_load", "raw_read"), "x raw read"},
+        {"construct", "construct the model", s["construct"], "s", "", 0, ""},
+        {"zanj_save", "zanj save (fsync)", s["zanj_save"], "s", "zanj_save_vs_raw_write",
+         ratio("zanj_save", "raw_write"), "x raw write"},
+        {"zanj_save_vs_torch_save", "zanj save / torch::save", ratio("zanj_save", "torch_save"),
+         "x", "", 0, ""},
+        {"zanj_load", "zanj load into a model (CRC)", s["zanj_load"], "s", "zanj_load_vs_raw_read",
+         ratio("zanj_load", "raw_read"), "x raw read"},
+        {"zanj_load_nocrc", "zanj load, check_crc=false", s["zanj_load_nocrc"], "s",
+         "zanj_load_nocrc_vs_raw_read", ratio("zanj_load_nocrc", "raw_read"), "x raw read"},
+        {"read_copy", "Model::read copy mode", s["read_copy"], "s",
+         "read_copy_vs_construct_plus_torch_load",
+         s["read_copy"] / (s["construct"] + s["torch_load"]), "x (construct + torch::load)"},
+        {"read_mmap", "Model::read mmap mode", s["read_mmap"], "s", "read_mmap_vs_construct",
+         ratio("read_mmap", "construct"), "x construct"},
+        {"mmap_open", "zanj::read mmap (open + map)", s["mmap_open"], "s", "", 0, ""},
+        {"mmap_open_big", "  the same, file " + std::to_string(big_factor) + "x bigger",
+         s["mmap_open_big"], "s", "mmap_open_big_vs_small", ratio("mmap_open_big", "mmap_open"),
+         "x small file"},
+        {"lazy_one_small", "lazy one tensor, small file", s["lazy_one_small"], "s", "", 0, ""},
+        {"lazy_one_big", "lazy one tensor, big file", s["lazy_one_big"], "s", "lazy_one_big_vs_raw",
+         ratio("lazy_one_big", "lazy_one_raw"), "x raw pread of its bytes"},
+        {"lazy_one_raw", "raw pread of that tensor", s["lazy_one_raw"], "s", "", 0, ""},
+    };
+    // Peak RSS above the baseline process (libtorch loaded, about 150 MB), against model size.
+    for (const auto& [op, v] : rss) {
+      if (op == "baseline") continue;
+      const double above = v - rss["baseline"];
+      rows.push_back({"peak_rss_" + op, "peak RSS above baseline: " + op, above, "MB",
+                      "peak_rss_" + op + "_vs_model", above / mb, "x model size"});
+    }
+    rows.push_back({"peak_rss_baseline", "peak RSS of the baseline process", rss["baseline"], "MB",
+                    "", 0, ""});
+
+    std::printf("\n%-34s %12s %10s  %s\n", "operation", "value", "GB/s", "ratio");
+    nlohmann::ordered_json json;
+    json["model_mb"] = mb;
+    json["reps"] = reps;
+    for (const auto& r : rows) {
+      char value[32], speed[32] = "";
+      if (r.unit == "s") {
+        std::snprintf(value, sizeof value, "%.4f s", r.value);
+        const bool whole_model = r.key.rfind("lazy", 0) != 0 && r.key.rfind("mmap", 0) != 0 &&
+                                 r.key != "construct" && r.key != "read_mmap";
+        if (whole_model) std::snprintf(speed, sizeof speed, "%.2f", bytes / r.value / 1e9);
+      } else if (r.unit == "MB") {
+        std::snprintf(value, sizeof value, "%.0f MB", r.value);
+      } else {
+        std::snprintf(value, sizeof value, "%.2f x", r.value);
+      }
+      std::string ratio_text;
+      if (!r.ratio_key.empty()) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%.2f %s", r.ratio, r.ratio_label.c_str());
+        ratio_text = buf;
+        json[r.ratio_key] = r.ratio;
+      }
+      std::printf("%-34s %12s %10s  %s\n", r.label.c_str(), value, speed, ratio_text.c_str());
+      json[r.key + (r.unit == "s" ? "_s" : r.unit == "MB" ? "_mb" : "")] = r.value;
+    }
+    for (const auto& f : {raw, pt, zf, big}) std::remove(f.c_str());
+    std::cout << "BENCH_JSON " << json.dump() << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << "zanj_bench: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
