@@ -21,7 +21,7 @@ cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz
 seeds="$build/seeds"
 rm -rf "$seeds" && mkdir -p "$seeds/npy_fuzz" "$seeds/tree_fuzz" "$seeds/file_fuzz"
 cp "$root"/tests/data/npy/*.npy "$seeds/npy_fuzz/"
-for f in "$root"/tests/data/python/*.zanj; do
+for f in "$root"/tests/data/python/*.zanj "$root"/tests/data/cpp/*.zanj; do
   cp "$f" "$seeds/file_fuzz/"
   /usr/bin/python3 - "$f" "$seeds/tree_fuzz/$(basename "$f").json" "$seeds/npy_fuzz" <<'PY'
 import sys, zipfile, os

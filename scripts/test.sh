@@ -22,3 +22,17 @@ if [ "${CONFIGURED_MODEL_SANITIZE_RUN:-1}" = 1 ]; then
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   ctest --test-dir "$asan" --output-on-failure -j "$(nproc)" --timeout 900
 fi
+
+# ThreadSanitizer: the concurrency tests (many threads reading one file every way, several
+# saving at once), with libtorch kept single-threaded (its OpenMP runtime is not instrumented).
+# Set CONFIGURED_MODEL_TSAN_RUN=0 to skip it locally.
+if [ "${CONFIGURED_MODEL_TSAN_RUN:-1}" = 1 ]; then
+  tsan="${TSAN_BUILD_DIR:-$build-tsan}"
+  cmake -S "$root" -B "$tsan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCONFIGURED_MODEL_TSAN=ON -DCONFIGURED_MODEL_INSTALL=OFF -DCONFIGURED_MODEL_BUILD_EXAMPLES=OFF \
+    -DCONFIGURED_MODEL_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$tsan" --target concurrency_tests
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp" \
+    OMP_NUM_THREADS=1 \
+    "$tsan/tests/concurrency_tests"
+fi

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+// Many threads reading one file (every read mode) and saving different files at once. Built into
+// the main test binary, and on its own under ThreadSanitizer (-DCONFIGURED_MODEL_TSAN=ON).
+#include <torch/torch.h>
+
+#include <atomic>
+#include <configured_model/configured_model.hpp>
+#include <thread>
+
+#include "test_util.hpp"
+#include "train_net.hpp"
+
+namespace {
+
+using zanj_test::TempDir;
+using zanj_test::TrainNet;
+using zanj_test::TrainNetConfig;
+
+std::string digest(const torch::nn::Module& m) { return zanj::state_digest(zanj::state_dict(m)); }
+
+// Runs `body(i)` on `n` threads at once; returns how many threw.
+template <class F>
+int run_threads(int n, F body) {
+  std::atomic<int> failures{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go.load()) std::this_thread::yield();
+      try {
+        body(i);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "thread " << i << ": " << e.what();
+        ++failures;
+      }
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+  return failures.load();
+}
+
+TEST(ConcurrencyTest, ManyThreadsReadOneFileEveryWay) {
+  TempDir dir;
+  const std::string path = dir.file("m.zanj");
+  TrainNetConfig c;
+  c.hidden = 256;  // several external tensors
+  torch::manual_seed(3);
+  TrainNet net(c);
+  net.save(path);
+  const std::string want = digest(net);
+  std::vector<std::string> got(8);
+  EXPECT_EQ(run_threads(8,
+                        [&](int i) {
+                          zanj::ReadOptions o;
+                          o.mmap = i % 2 == 1;
+                          if (i % 4 < 2) {
+                            got[i] = digest(*TrainNet::read(path, o));
+                          } else if (i % 4 == 2) {
+                            TrainNet mine(c);
+                            mine.load(path, o);
+                            got[i] = digest(mine);
+                          } else {
+                            const auto lazy = zanj::LazyFile::open(path, o);
+                            TrainNet mine(c);
+                            torch::NoGradGuard g;
+                            mine.fc1->weight.copy_(lazy.tensor("state_dict/fc1.weight"));
+                            mine.fc1->bias.copy_(lazy.tensor("state_dict/fc1.bias"));
+                            mine.fc2->weight.copy_(lazy.tensor("state_dict/fc2.weight"));
+                            mine.fc2->bias.copy_(lazy.tensor("state_dict/fc2.bias"));
+                            got[i] = digest(mine);
+                          }
+                          EXPECT_TRUE(zanj::verify(path).ok);
+                        }),
+            0);
+  for (const auto& d : got) EXPECT_EQ(d, want);
+}
+
+TEST(ConcurrencyTest, ThreadsSavingDifferentFilesAtOnce) {
+  TempDir dir;
+  std::vector<std::string> want(6);
+  EXPECT_EQ(run_threads(6,
+                        [&](int i) {
+                          TrainNetConfig c;
+                          c.hidden = 64 + 32 * i;
+                          TrainNet net(c);
+                          want[i] = digest(net);
+                          zanj::SaveOptions s;
+                          if (i % 2) s.compression = zanj::Compression::kDeflate;
+                          net.save(dir.file("m" + std::to_string(i) + ".zanj"), s);
+                        }),
+            0);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(digest(*TrainNet::read(dir.file("m" + std::to_string(i) + ".zanj"))), want[i]);
+  }
+}
+
+}  // namespace
