@@ -7,6 +7,7 @@ namespace zanj {
 namespace {
 // Below this a hand-off to the helper costs more than it saves.
 constexpr std::size_t kInlineBytes = 256 << 10;
+constexpr int kSpins = 2000;
 }  // namespace
 
 std::uint32_t crc32(std::uint32_t crc, const void* data, std::size_t n) {
@@ -23,14 +24,27 @@ PipelinedCrc32::~PipelinedCrc32() {
   worker_.join();
 }
 
+// Waking a sleeping thread can take longer than summing a slice (tens of microseconds in a VM),
+// so both sides poll briefly before they block.
+template <class Predicate>
+void spin_then_wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                    Predicate ready) {
+  for (int i = 0; i < kSpins && !ready(); ++i) {
+    lock.unlock();
+    std::this_thread::yield();
+    lock.lock();
+  }
+  cv.wait(lock, ready);
+}
+
 void PipelinedCrc32::wait_idle(std::unique_lock<std::mutex>& lock) {
-  cv_.wait(lock, [this] { return !busy_; });
+  spin_then_wait(lock, cv_, [this] { return !busy_; });
 }
 
 void PipelinedCrc32::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    cv_.wait(lock, [this] { return busy_ || stop_; });
+    spin_then_wait(lock, cv_, [this] { return busy_ || stop_; });
     if (!busy_) return;  // stopped with nothing left to do
     const void* data = data_;
     const std::size_t n = size_;

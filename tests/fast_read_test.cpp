@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include <configured_model/configured_model.hpp>
+#include <iostream>
 
+#include "../examples/mlp/my_nn.hpp"
 #include "test_util.hpp"
 #include "train_net.hpp"
 
@@ -196,3 +198,26 @@ TEST(LazyFileTest, MappedTensorsOutliveTheFileObject) {
 }
 
 }  // namespace
+
+// The README's "Fast reads and big files" snippet, as written there.
+TEST(ReadmeTest, FastReadsSnippet) {
+  TempDir dir;
+  const std::string run = dir.file("run.zanj");
+  auto model = std::make_shared<mlp::MyNN>(mlp::MyNNConfig{});
+  model->save(run);
+  // --- snippet ---
+  model->load(run);  // into the model you have: straight into its parameters
+
+  zanj::ReadOptions mapped;
+  mapped.mmap = true;  // parameters alias a copy-on-write mapping of the file
+  auto m = mlp::MyNN::read(run, mapped);
+
+  auto file = zanj::LazyFile::open(run);  // reads the JSON only
+  for (const auto& t : file.tensors()) std::cout << t.key << " " << t.bytes << "\n";
+  torch::Tensor w = file.tensor("state_dict/net.0.weight");  // reads that entry only
+  // --- end ---
+  EXPECT_TRUE(same(*model, *m));
+  EXPECT_TRUE(zanj_test::BitIdentical(w, zanj::state_dict(*model).front().second));
+  ASSERT_EQ(file.tensors().size(), 4u);
+  EXPECT_EQ(file.tensors()[0].bytes, 800u);
+}
