@@ -409,17 +409,15 @@ void ArchiveReader::read_rest_into(std::string_view entry_name, std::string_view
                                 std::to_string(head.size() + n) + ")");
   }
   const std::uint64_t at = data_offset(entry_name) + head.size();
-  constexpr std::size_t kSlice = kCrcSliceBytes;
   auto* out = static_cast<char*>(dst);
-  PipelinedCrc32 crc;
-  if (check_crc) crc.feed(head.data(), head.size());
-  for (std::size_t done = 0; done < n; done += kSlice) {
-    const std::size_t len = std::min(kSlice, n - done);
+  std::uint32_t crc = check_crc ? crc32(0, head.data(), head.size()) : 0;
+  for (std::size_t done = 0; done < n; done += kCrcSliceBytes) {
+    const std::size_t len = std::min(kCrcSliceBytes, n - done);
     impl_->pread_exact(at + done, out + done, len, entry_name);
-    if (check_crc) crc.feed(out + done, len);  // summed while the next slice is read
+    if (check_crc) crc = crc32(crc, out + done, len);  // still in the cache
   }
   if (check_crc) {
-    const std::uint32_t found = crc.finish();
+    const std::uint32_t found = crc;
     if (found != e.crc) {
       char text[64];
       std::snprintf(text, sizeof text, "CRC-32 mismatch (expected %08x, found %08x)", e.crc, found);

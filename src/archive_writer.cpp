@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The zip writer: entries stream from the caller's memory to a temporary file (stored entries
-// with their data at 64-byte-aligned offsets, CRC-32 summed on a helper thread meanwhile;
+// with their data at 64-byte-aligned offsets, CRC-32 summed slice by slice as they go;
 // deflated entries through zlib), and commit() makes the file appear atomically.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -127,15 +127,15 @@ struct ArchiveWriter::Impl {
   // Writes the pieces as they are; returns their CRC-32.
   std::uint32_t write_stored(const std::string& entry,
                              std::initializer_list<std::string_view> pieces) {
-    PipelinedCrc32 crc;
+    std::uint32_t crc = 0;
     for (std::string_view piece : pieces) {
       for (std::size_t at = 0; at < piece.size(); at += kSliceBytes) {
         const std::size_t n = std::min(kSliceBytes, piece.size() - at);
-        crc.feed(piece.data() + at, n);
+        crc = crc32(crc, piece.data() + at, n);  // then written while still in the cache
         write_all(entry, piece.data() + at, n);
       }
     }
-    return crc.finish();
+    return crc;
   }
 
   // Deflates the pieces (raw deflate, zlib's default level); returns {crc, compressed bytes}.

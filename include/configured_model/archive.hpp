@@ -48,8 +48,8 @@ struct ArchiveWriterOptions {
 };
 
 /// Writes a zip archive crash-safely and without staging: each add() streams its bytes from the
-/// caller's memory to a temporary file in the destination's directory, summing the CRC-32 on a
-/// helper thread meanwhile. commit() writes the central directory, fsyncs, renames the file
+/// caller's memory to a temporary file in the destination's directory, summing the CRC-32 in the
+/// same pass. commit() writes the central directory, fsyncs, renames the file
 /// over `path` and fsyncs the directory. A reader never sees a half-written file under `path`;
 /// if commit() is not reached (exception, crash), `path` keeps its previous content.
 ///
@@ -129,7 +129,7 @@ class ArchiveReader {
   /// Reads a stored entry whose first `head.size()` bytes the caller already has (from
   /// read_head) into `dst`: the remaining `n` bytes go straight from the file into `dst`. With
   /// `check_crc`, the CRC-32 of head + data is checked against the central directory (summed on
-  /// a helper thread while reading).
+  /// slice by slice as it arrives).
   /// @throws FormatError if the entry is not stored, sizes disagree, or the CRC differs.
   void read_rest_into(std::string_view name, std::string_view head, void* dst, std::size_t n,
                       bool check_crc) const;

@@ -73,8 +73,9 @@ struct ReadOptions {
   /// against its CRC-32: run zanj::verify() on files of unknown origin first. The file must not
   /// be truncated while mapped (that would raise SIGBUS on access).
   bool mmap = false;
-  /// Check every stored tensor entry's CRC-32 while reading (summed on a helper thread as the
-  /// data arrives, about 1 ms per 8 MB). Compressed entries are always checked by libzip.
+  /// Check every stored tensor entry's CRC-32 while reading (summed slice by slice as the data
+  /// arrives, about 0.3 ms per 10 MB with ISA-L's kernel). Compressed entries are always checked by
+  /// libzip.
   bool check_crc = true;
   ArchiveLimits archive_limits;
   JsonLimits json_limits;
