@@ -291,7 +291,8 @@ ArchiveReader ArchiveReader::open(const std::string& path, const ArchiveLimits& 
     detail::throw_format_error(path, "", kTooShort);
   }
   int code = 0;
-  impl->za = zip_open(path.c_str(), ZIP_RDONLY, &code);
+  impl->za =
+      zip_open(path.c_str(), ZIP_RDONLY | (limits.check_consistency ? ZIP_CHECKCONS : 0), &code);
   if (!impl->za) {
     if (code == ZIP_ER_OPEN || code == ZIP_ER_READ) {
       detail::throw_io_error(path, "", "cannot open: " + zip_error_text(code));
@@ -318,7 +319,8 @@ ArchiveReader ArchiveReader::from_bytes(std::string bytes, std::string display_n
     zip_error_fini(&err);
     detail::throw_io_error(impl->name, "", "cannot open: " + why);
   }
-  impl->za = zip_open_from_source(src, ZIP_RDONLY, &err);
+  impl->za =
+      zip_open_from_source(src, ZIP_RDONLY | (limits.check_consistency ? ZIP_CHECKCONS : 0), &err);
   if (!impl->za) {
     const std::string why = zip_error_strerror(&err);
     const int code = zip_error_code_zip(&err);

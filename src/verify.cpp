@@ -43,7 +43,9 @@ VerifyReport verify(const std::string& path, const ReadOptions& options) {
   };
   std::optional<ArchiveReader> archive;
   try {
-    archive.emplace(ArchiveReader::open(path, options.archive_limits));
+    ArchiveLimits limits = options.archive_limits;
+    limits.check_consistency = true;  // libzip compares every local header too
+    archive.emplace(ArchiveReader::open(path, limits));
   } catch (const FormatError& e) {
     problem(e.what());
     return report;

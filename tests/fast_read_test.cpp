@@ -21,6 +21,7 @@ std::shared_ptr<TrainNet> saved_net(const std::string& path, TrainNetConfig c = 
   auto net = std::make_shared<TrainNet>(c);
   net->training_records()["loss"] = {0.5, 0.25};
   net->save(path);
+  EXPECT_TRUE(zanj_test::SoundZip(path));
   return net;
 }
 

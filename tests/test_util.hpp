@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <configured_model/verify.hpp>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -99,6 +100,16 @@ inline std::string npy_with_header(const std::string& dict, const std::string& d
 
 inline std::string data_dir() { return CONFIGURED_MODEL_TEST_DATA; }
 inline std::string scripts_dir() { return CONFIGURED_MODEL_SCRIPTS; }
+
+/// Whether a file we wrote is a sound zip by libzip's rules (every local header against the
+/// central directory, every entry read and CRC-checked) and ours (zanj::verify).
+inline ::testing::AssertionResult SoundZip(const std::string& path) {
+  const zanj::VerifyReport report = zanj::verify(path);
+  if (report.ok) return ::testing::AssertionSuccess();
+  auto failure = ::testing::AssertionFailure() << path << ":";
+  for (const auto& p : report.problems) failure << "\n  " << p;
+  return failure;
+}
 
 /// Whether /usr/bin/python3 can import the given modules.
 inline bool python_has(const std::string& modules) {

@@ -16,6 +16,7 @@ using zanj_test::sample;
 zanj::Node save_and_read(const zanj::Node& tree, const std::string& path,
                          const zanj::SaveOptions& options = {}) {
   zanj::save(tree, path, options);
+  EXPECT_TRUE(zanj_test::SoundZip(path));
   return zanj::read(path);
 }
 

@@ -39,6 +39,9 @@ struct ArchiveLimits {
   std::uint64_t max_entries = 1'000'000;        ///< entries in one archive
   std::uint64_t max_entry_bytes = 1ULL << 40;   ///< uncompressed bytes of one entry (1 TiB)
   std::uint64_t max_compression_ratio = 1'000;  ///< uncompressed / compressed, deflated entries
+  /// Have libzip compare every local header with the central directory on open (reads each
+  /// local header, so opening costs O(entries) reads; verify() turns it on).
+  bool check_consistency = false;
 };
 
 struct ArchiveWriterOptions {
