@@ -301,3 +301,54 @@ TEST(HostileFilesTest, LyingCentralDirectorySizesAreRefusedBeforeAllocating) {
 }
 
 }  // namespace
+
+namespace {
+
+// Every way of reading: copy (as classify does), mapped, and lazily one tensor at a time.
+std::vector<std::string> errors_in_every_mode(const std::string& bytes) {
+  std::vector<std::string> errors;
+  for (int mode = 0; mode < 3; ++mode) {
+    zanj::ReadOptions options;
+    options.mmap = mode == 1;
+    try {
+      auto archive = zanj::ArchiveReader::from_bytes(bytes, "hostile.zanj");
+      if (mode < 2) {
+        mlp::MyNN::from_node(zanj::read(archive, options), "hostile.zanj", options);
+      } else {
+        const auto lazy = zanj::LazyFile::open(std::move(archive), options);
+        for (const auto& t : lazy.tensors()) lazy.tensor(t.key);
+      }
+      errors.emplace_back();
+    } catch (const zanj::Error& e) {
+      errors.emplace_back(e.what());
+    }
+  }
+  return errors;
+}
+
+TEST(HostileFilesTest, LocalHeaderPointingPastTheEndIsRefusedInEveryMode) {
+  const Checkpoint cp = Checkpoint::make();
+  std::string b = cp.bytes;
+  const auto name_at = b.find(std::string(kW) + std::string("FB", 2));  // name, then padding id
+  const auto header = b.rfind(std::string("PK\x03\x04", 4), name_at);
+  ASSERT_NE(header, std::string::npos);
+  b[header + 28] = static_cast<char>(0xff);  // extra field length: 65535
+  b[header + 29] = static_cast<char>(0xff);
+  for (const auto& e : errors_in_every_mode(b)) {
+    EXPECT_THAT(e, HasSubstr(std::string("hostile.zanj: ") + kW));
+    EXPECT_THAT(e, HasSubstr("runs past the archive's end"));
+  }
+}
+
+TEST(HostileFilesTest, LocalHeaderNamingAnotherEntryIsRefusedInEveryMode) {
+  const Checkpoint cp = Checkpoint::make();
+  std::string b = cp.bytes;
+  const auto name_at = b.find(std::string(kW) + std::string("FB", 2));
+  ASSERT_NE(name_at, std::string::npos);
+  b[name_at] = static_cast<char>(b[name_at] ^ 0x20);  // the local copy of the name differs
+  for (const auto& e : errors_in_every_mode(b)) {
+    EXPECT_THAT(e, HasSubstr("local header names another entry"));
+  }
+}
+
+}  // namespace
