@@ -16,6 +16,14 @@ std::string message(std::string_view file, std::string_view entry, std::string_v
   return out;
 }
 
+std::string shape_text(c10::IntArrayRef shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    out += (i ? ", " : "") + std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
 void throw_io_error(std::string_view file, std::string_view entry, std::string_view what) {
   throw IoError(message(file, entry, what));
 }

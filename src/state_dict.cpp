@@ -29,11 +29,7 @@ void collect(const torch::nn::Module& m, const std::string& prefix, StateDict& o
   }
 }
 
-std::string shape_text(at::IntArrayRef s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
+using detail::shape_text;
 
 std::string join(const std::vector<std::string>& items) {
   std::string out;

@@ -19,6 +19,8 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
+using detail::shape_text;
+
 bool starts_with(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
@@ -287,12 +289,6 @@ class Reader {
                      ")");
     }
     for (const auto& item : v) collect(item, s, dim + 1, type, f, i, path);
-  }
-
-  static std::string shape_text(const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (std::size_t k = 0; k < s.size(); ++k) out += (k ? ", " : "") + std::to_string(s[k]);
-    return out + "]";
   }
 
   at::Tensor list_tensor(const ojson& data, const std::optional<std::vector<int64_t>>& declared,

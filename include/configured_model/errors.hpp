@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <c10/util/ArrayRef.h>
+
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -51,6 +53,9 @@ namespace detail {
 
 /// Builds `<file>: <entry>: <what>`, leaving out empty parts.
 std::string message(std::string_view file, std::string_view entry, std::string_view what);
+
+/// A shape as messages write it: "[2, 3]" ("[]" for a scalar).
+std::string shape_text(c10::IntArrayRef shape);
 
 [[noreturn]] void throw_io_error(std::string_view file, std::string_view entry,
                                  std::string_view what);
