@@ -40,6 +40,16 @@ def npy_data_offset(raw):
     return 12 + int.from_bytes(raw[8:12], "little")
 
 
+def file_data_offset(zf, info):
+    """Where an entry's bytes start in the file: after its local header (name and extra field)."""
+    fp = zf.fp
+    fp.seek(info.header_offset)
+    header = fp.read(30)
+    n = int.from_bytes(header[26:28], "little")
+    m = int.from_bytes(header[28:30], "little")
+    return info.header_offset + 30 + n + m
+
+
 def load_externals(zf, meta):
     if "externals_info" not in meta:
         problem("__zanj_meta__.json", "no externals_info (Python raises KeyError)")
@@ -62,6 +72,11 @@ def load_externals(zf, meta):
             arr = np.load(io.BytesIO(raw), allow_pickle=False)
             if npy_data_offset(raw) % 64 != 0:
                 problem(name, f"npy data starts at {npy_data_offset(raw)}, not 64-aligned")
+            info_zip = zf.getinfo(name)
+            if info_zip.compress_type == zipfile.ZIP_STORED:
+                at = file_data_offset(zf, info_zip) + npy_data_offset(raw)
+                if at % 64 != 0:
+                    problem(name, f"tensor data at file offset {at}, not 64-aligned (cannot be mapped)")
             loaded[name] = (path, arr)
         else:
             text = raw.decode("utf-8")
