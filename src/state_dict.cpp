@@ -118,7 +118,7 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
     if (it == by_name.end()) continue;
     const at::Tensor& src = it->second;
     if (src.numel() > 0 && src.data_ptr() == tensor.data_ptr()) continue;  // read in place
-    if (adopt) {
+    if (adopt && tensor.device() == src.device()) {
       tensor.set_data(src);  // the tree was read for this module alone: take its storage
     } else {
       tensor.copy_(src);
