@@ -383,7 +383,9 @@ class Reader {
     const std::string& file = archive_.name();
     std::string head = archive_.read_head(info.name, kFirstRead);
     const std::size_t header_length = npy_header_length(head);
-    if (header_length > head.size() && header_length <= info.size) {
+    // Longer headers are re-read only up to the header limit (parse_npy_header refuses more).
+    if (header_length > head.size() && header_length <= info.size &&
+        header_length <= kMaxNpyHeaderBytes + 12) {
       head = archive_.read_head(info.name, header_length);
     }
     const NpyHeader h = parse_npy_header(head, info.size, file, info.name);

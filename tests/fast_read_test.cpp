@@ -222,3 +222,37 @@ TEST(ReadmeTest, FastReadsSnippet) {
   ASSERT_EQ(file.tensors().size(), 4u);
   EXPECT_EQ(file.tensors()[0].bytes, 800u);
 }
+
+namespace {
+
+TEST(ModelReadTest, NpyHeadersLongerThanTheFirstReadAreReadInFull) {
+  TempDir dir;
+  const std::string path = dir.file("m.zanj");
+  const auto net = saved_net(path);
+  // Rewrite fc1.weight with a 6 KB header (numpy pads with spaces; any length is legal).
+  const std::string entry = "state_dict/fc1.weight.npy";
+  {
+    const auto in = zanj::ArchiveReader::open(path);
+    const std::string original = in.read(entry);
+    const auto header = zanj::parse_npy_header(original);
+    const std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (32, 8), }";
+    const std::string data = original.substr(header.data_offset);
+    const std::string rewritten = zanj_test::npy_with_header(dict + std::string(6000, ' '), data);
+    ASSERT_GT(zanj::parse_npy_header(rewritten).data_offset, 4096u);
+    zanj::ArchiveWriter out(dir.file("long.zanj"));
+    for (const auto& e : in.entries()) {
+      out.add(e.name, e.name == entry ? rewritten : in.read(e.name), zanj::Compression::kStored);
+    }
+    out.commit();
+  }
+  for (bool mmap : {false, true}) {
+    zanj::ReadOptions o;
+    o.mmap = mmap;
+    EXPECT_TRUE(same(*net, *TrainNet::read(dir.file("long.zanj"), o))) << "mmap " << mmap;
+  }
+  EXPECT_TRUE(zanj_test::BitIdentical(
+      zanj::LazyFile::open(dir.file("long.zanj")).tensor("state_dict/fc1.weight"),
+      net->fc1->weight));
+}
+
+}  // namespace
