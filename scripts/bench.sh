@@ -6,7 +6,8 @@
 #   scripts/bench.sh                      # 25 x Linear(2048, 2048) fp32, about 420 MB
 #   scripts/bench.sh --layers 50 --reps 9 # any zanj_bench option (see --help)
 #
-# Needs about 7x the model size of free disk space in --dir (default /tmp) and 3x in RAM.
+# Needs about 8x the model size of free disk space in --dir (default /tmp) and 7x in RAM
+# (the --big-factor 4 model is built to write the big file).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/install_deps.sh"
