@@ -14,13 +14,15 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
-bool is_tensor_item(const ojson& j) {
-  if (!j.is_object()) return false;
+// The format tag of a tensor item ("torch.Tensor:external", ...), or empty for anything else.
+std::string_view tensor_tag(const ojson& j) {
+  if (!j.is_object()) return {};
   auto tag = j.find("__muutils_format__");
-  if (tag == j.end()) tag = j.find("__format__");
-  if (tag == j.end() || !tag->is_string()) return false;
-  const auto& t = tag->get_ref<const std::string&>();
-  return t.rfind("torch.Tensor:", 0) == 0 || t.rfind("numpy.ndarray:", 0) == 0;
+  if (tag == j.end()) tag = j.find("__format__");  // ZANJ <= 0.3.1
+  if (tag == j.end() || !tag->is_string()) return {};
+  const std::string_view t = tag->get_ref<const std::string&>();
+  const bool tensor = t.rfind("torch.Tensor:", 0) == 0 || t.rfind("numpy.ndarray:", 0) == 0;
+  return tensor ? t : std::string_view();
 }
 
 std::vector<std::string> split_key(const std::string& key) {
@@ -47,17 +49,17 @@ LazyFile LazyFile::open(ArchiveReader archive, const ReadOptions& options) {
   f.document_ = read_document(f.archive_, options);
   const std::string& file = f.archive_.name();
   try {
-    // Walk the JSON; external tensors are described by their JSON (or, when it lacks shape or
-    // dtype, by their .npy header); inline ones are small and simply decoded.
+    // Walk the JSON; external tensors are described by their JSON. Inline ones (small) and
+    // external ones whose JSON lacks a valid shape or dtype (not ours, not Python's) are decoded
+    // once, which reads their entry.
     std::function<void(const ojson&, const std::string&, const ojson::json_pointer&)> walk =
         [&](const ojson& j, const std::string& key, const ojson::json_pointer& ptr) {
-          if (is_tensor_item(j)) {
+          const std::string_view tag = tensor_tag(j);
+          if (!tag.empty()) {
             TensorInfo info;
             info.key = key;
             auto ref = j.find("$ref");
-            const bool external = j.value("__muutils_format__", j.value("__format__", "")) ==
-                                      std::string("torch.Tensor:external") ||
-                                  j.value("__muutils_format__", "") == "numpy.ndarray:external";
+            const bool external = tag.substr(tag.find(':')) == ":external";
             const auto dtype_it = j.find("dtype");
             const auto shape_it = j.find("shape");
             std::optional<c10::ScalarType> dtype;
@@ -96,6 +98,7 @@ LazyFile LazyFile::open(ArchiveReader archive, const ReadOptions& options) {
             if (__builtin_mul_overflow(count, c10::elementSize(info.dtype), &info.bytes)) {
               detail::throw_format_error(file, key, "shape product overflows");
             }
+            f.index_.emplace(info.key, f.tensors_.size());
             f.tensors_.push_back(std::move(info));
             f.pointers_.push_back(ptr);
             return;
@@ -119,10 +122,8 @@ LazyFile LazyFile::open(ArchiveReader archive, const ReadOptions& options) {
 }
 
 const TensorInfo* LazyFile::find(const std::string& key) const {
-  for (const auto& t : tensors_) {
-    if (t.key == key) return &t;
-  }
-  return nullptr;
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
 at::Tensor LazyFile::tensor(const std::string& key) const {

@@ -204,6 +204,19 @@ ModelParts model_header(const nlohmann::ordered_json& tree, const std::string& c
   return parts;
 }
 
+OpenedModel open_model(const std::string& path, const std::string& class_name,
+                       const ReadOptions& options) {
+  ArchiveReader archive = ArchiveReader::open(path, options.archive_limits);
+  Document document = read_document(archive, options);
+  ModelParts header;
+  try {
+    header = model_header(document.tree, class_name, path);
+  } catch (...) {
+    rethrow_as_format_error(path);
+  }
+  return {std::move(archive), std::move(document), std::move(header)};
+}
+
 ModelParts model_parts(const Node& root, const std::string& class_name, const std::string& file) {
   if (!root.is_dict()) not_a_model(file, class_name);
   const Node* tag = root.find("__muutils_format__");

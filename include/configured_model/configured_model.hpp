@@ -115,16 +115,10 @@ class ConfiguredModel : public torch::nn::Module {
   ///         ConfigError if the config cannot be parsed or the model not built from it,
   ///         FormatError / IoError / VersionError for unreadable files.
   static std::shared_ptr<Derived> read(const std::string& path, const ReadOptions& options = {}) {
-    const ArchiveReader archive = ArchiveReader::open(path, options.archive_limits);
-    const Document doc = read_document(archive, options);
-    detail::ModelParts header;
-    try {
-      header = detail::model_header(doc.tree, class_name(), path);
-    } catch (...) {
-      detail::rethrow_as_format_error(path);
-    }
-    std::shared_ptr<Derived> model = construct(header, path, options);
-    const Node root = zanj::read(archive, doc, options, detail::state_dict_destination(*model));
+    const detail::OpenedModel file = detail::open_model(path, class_name(), options);
+    std::shared_ptr<Derived> model = construct(file.header, path, options);
+    const Node root =
+        zanj::read(file.archive, file.document, options, detail::state_dict_destination(*model));
     model->finish(root, path, options, /*adopt=*/true);
     return model;
   }
@@ -146,16 +140,9 @@ class ConfiguredModel : public torch::nn::Module {
   /// far have been overwritten: call zanj::verify() first when the file is not trusted.
   /// @throws StateMismatchError, FormatError, IoError as read() does.
   void load(const std::string& path, const ReadOptions& options = {}) {
-    const ArchiveReader archive = ArchiveReader::open(path, options.archive_limits);
-    const Document doc = read_document(archive, options);
-    detail::ModelParts header;
-    try {
-      header = detail::model_header(doc.tree, class_name(), path);
-    } catch (...) {
-      detail::rethrow_as_format_error(path);
-    }
+    const detail::OpenedModel file = detail::open_model(path, class_name(), options);
     const nlohmann::json mine(config_);
-    const nlohmann::json stored(header.config);
+    const nlohmann::json stored(file.header.config);
     if (mine != stored) {
       const std::string what =
           "the stored config " + stored.dump() + " differs from this model's " + mine.dump();
@@ -163,7 +150,8 @@ class ConfiguredModel : public torch::nn::Module {
         throw StateMismatchError(detail::message(path, "zanj_model_config", what));
       logger()->warn("{}", detail::message(path, "zanj_model_config", what + " (non-strict load)"));
     }
-    const Node root = zanj::read(archive, doc, options, detail::state_dict_destination(*this));
+    const Node root =
+        zanj::read(file.archive, file.document, options, detail::state_dict_destination(*this));
     finish(root, path, options, /*adopt=*/options.mmap);
   }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "configured_model/archive.hpp"
@@ -66,6 +67,7 @@ class LazyFile {
   Document document_;
   std::vector<TensorInfo> tensors_;
   std::vector<nlohmann::ordered_json::json_pointer> pointers_;  // parallel to tensors_
+  std::unordered_map<std::string, std::size_t> index_;          // key -> position
 };
 
 }  // namespace zanj

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "configured_model/file.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/tree.hpp"
@@ -53,6 +54,18 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
 /// is read (`state_dict` stays null).
 ModelParts model_header(const nlohmann::ordered_json& tree, const std::string& class_name,
                         const std::string& file);
+
+/// A model file opened for reading: its archive, its JSON, and the class check and config.
+struct OpenedModel {
+  ArchiveReader archive;
+  Document document;
+  ModelParts header;
+};
+
+/// Opens `path`, reads its JSON and checks that it holds a `class_name` (model_header()).
+/// @throws IoError, FormatError, VersionError, StateMismatchError.
+OpenedModel open_model(const std::string& path, const std::string& class_name,
+                       const ReadOptions& options);
 
 /// Sends each stored `state_dict/<name>` tensor straight into the module's own tensor.
 TensorDestination state_dict_destination(const torch::nn::Module& module);
