@@ -21,6 +21,7 @@
 #include <configured_model/configured_model.hpp>
 #include <cstdio>
 #include <fstream>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -279,6 +280,59 @@ int main(int argc, char** argv) {
                }}});
     }
 
+    // Deflated files: Python's default layout (zipfile, ZIP_DEFLATED at zlib's default level,
+    // written by Python itself when it is there) read into the model, and our kDeflate save.
+    const std::string deflated = base + "_python_deflated.zanj", ours = base + "_deflate.zanj";
+    zanj::SaveOptions deflate_options;
+    deflate_options.compression = zanj::Compression::kDeflate;
+    std::string deflated_by = "python zipfile (zlib level 6)";
+    {
+      const std::string cmd =
+          "/usr/bin/python3 -c 'import sys, zipfile\n"
+          "src = zipfile.ZipFile(sys.argv[1])\n"
+          "with zipfile.ZipFile(sys.argv[2], \"w\", zipfile.ZIP_DEFLATED) as dst:\n"
+          "    for i in src.infolist(): dst.writestr(i.filename, src.read(i.filename))\n' " +
+          zf + " " + deflated + " 2>/dev/null";
+      if (std::system(cmd.c_str()) != 0) {
+        deflated_by = "configured_model kDeflate (no python3 here)";
+        model->save(deflated, deflate_options);
+      }
+    }
+    target.load(deflated);
+    check(zanj::state_digest(zanj::state_dict(target)) ==
+              zanj::state_digest(zanj::state_dict(*model)),
+          "load of the deflated file did not restore the model");
+    rounds({{"load_stored", [&] { target.load(zf); }},
+            {"load_deflated", [&] { target.load(deflated); }},
+            {"read_deflated", [&] { BenchNet::read(deflated); }},
+            {"save_stored", [&] { model->save(zf); }},
+            {"save_deflate", [&] { model->save(ours, deflate_options); }}});
+    const double deflated_ratio =
+        static_cast<double>(bytes) / static_cast<double>(std::filesystem::file_size(deflated));
+    const double ours_ratio =
+        static_cast<double>(bytes) / static_cast<double>(std::filesystem::file_size(ours));
+    std::cout << "deflated file by " << deflated_by << ": " << deflated_ratio
+              << ":1; ours (ISA-L level " << deflate_options.deflate_level << "): " << ours_ratio
+              << ":1\n";
+
+    // Lazy open + one tensor of checkpoints of 10 and of 10,000 small tensors (LLM-like key
+    // counts), against a raw open + pread of that tensor's bytes.
+    auto many = [&](int n) {
+      zanj::Node::Dict sd;
+      for (int i = 0; i < n; ++i) {
+        sd.emplace_back("blocks." + std::to_string(i) + ".weight", zanj::Node(torch::randn({16, 64})));
+      }
+      zanj::Node::Dict root;
+      root.emplace_back("state_dict", zanj::Node(std::move(sd)));
+      const std::string path = base + "_many" + std::to_string(n) + ".zanj";
+      zanj::save(zanj::Node(std::move(root)), path);
+      return path;
+    };
+    const std::string many10 = many(10), many10k = many(10000);
+    rounds({{"lazy_open_10", [&] { one = zanj::LazyFile::open(many10).tensor("state_dict/blocks.5.weight"); }},
+            {"lazy_open_10k",
+             [&] { one = zanj::LazyFile::open(many10k).tensor("state_dict/blocks.5000.weight"); }}});
+
     std::map<std::string, double> rss;
     for (const char* op :
          {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap", "load"}) {
@@ -316,6 +370,15 @@ int main(int argc, char** argv) {
         {"lazy_one_big", "lazy one tensor, big file", s["lazy_one_big"], "s", "lazy_one_big_vs_raw",
          ratio("lazy_one_big", "lazy_one_raw"), "x raw pread of its bytes"},
         {"lazy_one_raw", "raw pread of that tensor", s["lazy_one_raw"], "s", "", 0, ""},
+        {"load_stored", "load, stored file", s["load_stored"], "s", "", 0, ""},
+        {"load_deflated", "load, Python-deflated file", s["load_deflated"], "s",
+         "deflated_read_vs_stored", ratio("load_deflated", "load_stored"), "x stored"},
+        {"read_deflated", "Model::read, Python-deflated", s["read_deflated"], "s", "", 0, ""},
+        {"save_stored", "save, stored", s["save_stored"], "s", "", 0, ""},
+        {"save_deflate", "save, kDeflate", s["save_deflate"], "s", "deflate_save_vs_stored",
+         ratio("save_deflate", "save_stored"), "x stored"},
+        {"lazy_open_10", "lazy open + 1 of 10 tensors", s["lazy_open_10"], "s", "", 0, ""},
+        {"lazy_open_10k", "lazy open + 1 of 10,000 tensors", s["lazy_open_10k"], "s", "", 0, ""},
     };
     // Peak RSS above the baseline process (libtorch loaded, about 150 MB), against model size.
     for (const auto& [op, v] : rss) {
@@ -353,7 +416,16 @@ int main(int argc, char** argv) {
       std::printf("%-34s %12s %10s  %s\n", r.label.c_str(), value, speed, ratio_text.c_str());
       json[r.key + (r.unit == "s" ? "_s" : r.unit == "MB" ? "_mb" : "")] = r.value;
     }
-    for (const auto& f : {raw, pt, zf, big}) std::remove(f.c_str());
+    // Throughput of uncompressed bytes (the model's), as the deflate targets are stated.
+    json["deflated_read_gbps"] = static_cast<double>(bytes) / s["load_deflated"] / 1e9;
+    json["deflate_save_gbps"] = static_cast<double>(bytes) / s["save_deflate"] / 1e9;
+    json["deflated_python_ratio"] = deflated_ratio;
+    json["deflate_save_ratio"] = ours_ratio;
+    std::printf("%-34s %12.2f GB/s of model bytes\n", "deflated read (load)",
+                json["deflated_read_gbps"].get<double>());
+    std::printf("%-34s %12.2f GB/s of model bytes\n", "kDeflate save",
+                json["deflate_save_gbps"].get<double>());
+    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k}) std::remove(f.c_str());
     std::cout << "BENCH_JSON " << json.dump() << std::endl;
   } catch (const std::exception& e) {
     std::cerr << "zanj_bench: " << e.what() << "\n";

@@ -83,7 +83,7 @@ TEST(ArchiveTest, DetectsCorruptDataByCrc) {
     r.read("data.bin");
     FAIL();
   } catch (const zanj::FormatError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("flipped.zanj: data.bin: corrupt entry data"));
+    EXPECT_THAT(e.what(), HasSubstr("flipped.zanj: data.bin: CRC-32 mismatch"));
   }
 }
 
@@ -237,24 +237,53 @@ TEST(ArchiveWriterTest, Zip64RecordsAreReadByLibzipAndPython) {
   EXPECT_NE(bytes.find(std::string("PK\x06\x07", 4)), std::string::npos);
 }
 
-TEST(ArchiveReaderTest, ReadsRestOfAStoredEntryIntoMemoryAndChecksItsCrc) {
+// Reads "HEAD" + body in two steps, stored and deflated; a changed CRC-32 in the central
+// directory is caught by finish(), and asking for more than the entry holds is refused.
+TEST(ArchiveReaderTest, EntryReaderStreamsStoredAndDeflatedEntriesAndChecksTheirCrc) {
   TempDir dir;
   const std::string path = dir.file("a.zip");
-  const std::string body(1 << 21, 'q');
+  std::string body(5 << 20, '\0');  // several deflate chunks
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>((i * 7919u) >> 9);
   {
     zanj::ArchiveWriter w(path);
-    w.add("e", {"HEAD", body}, zanj::Compression::kStored);
+    w.add("s", {"HEAD", body}, zanj::Compression::kStored);
+    w.add("d", {"HEAD", body}, zanj::Compression::kDeflate);
     w.commit();
   }
   const auto r = zanj::ArchiveReader::open(path);
-  const std::string head = r.read_head("e", 4);
-  EXPECT_EQ(head, "HEAD");
-  std::string dst(body.size(), '\0');
-  r.read_rest_into("e", head, dst.data(), dst.size(), true);
-  EXPECT_EQ(dst, body);
-  EXPECT_THROW(r.read_rest_into("e", "HEAX", dst.data(), dst.size(), true), zanj::FormatError);
-  EXPECT_NO_THROW(r.read_rest_into("e", "HEAX", dst.data(), dst.size(), false));
-  EXPECT_THROW(r.read_rest_into("e", head, dst.data(), dst.size() - 1, false), zanj::FormatError);
+  for (const char* name : {"s", "d"}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(r.read_head(name, 4), "HEAD");
+    auto e = r.open_entry(name);
+    std::string head(4, '\0'), dst(body.size(), '\0');
+    e.read(head.data(), 4);
+    EXPECT_EQ(e.remaining(), body.size());
+    e.read(dst.data(), dst.size());
+    e.finish();
+    EXPECT_EQ(head, "HEAD");
+    EXPECT_TRUE(dst == body);
+    auto more = r.open_entry(name);
+    more.skip(4);
+    EXPECT_THROW(more.read(dst.data(), dst.size() + 1), zanj::FormatError);
+    auto early = r.open_entry(name);
+    early.skip(4);
+    EXPECT_THROW(early.finish(), zanj::FormatError);  // not everything read
+  }
+  // The same files with the CRC-32 of each entry changed in the central directory.
+  for (const char* name : {"s", "d"}) {
+    std::string bytes = zanj_test::read_bytes(path);
+    // The central directory records, in order: s, d.
+    std::size_t record = bytes.find(std::string("PK\x01\x02", 4));
+    if (std::string(name) == "d") record = bytes.find(std::string("PK\x01\x02", 4), record + 4);
+    bytes[record + 16] = static_cast<char>(bytes[record + 16] ^ 1);
+    const auto bad = zanj::ArchiveReader::from_bytes(bytes, "bad.zip");
+    try {
+      bad.read(name);
+      ADD_FAILURE() << "CRC change not caught for " << name;
+    } catch (const zanj::FormatError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("bad.zip: " + std::string(name) + ": CRC-32 mismatch"));
+    }
+  }
 }
 
 }  // namespace

@@ -101,7 +101,7 @@ TEST(CliTest, VerifyPassesSoundFilesAndReportsCorruption) {
   zanj_test::write_bytes(dir.file("bad.zanj"), bytes);
   EXPECT_EQ(zanj_run("verify " + dir.file("bad.zanj"), &out), 1);
   EXPECT_THAT(out, HasSubstr("state_dict/net.0.weight.npy"));
-  EXPECT_THAT(out, HasSubstr("corrupt entry data"));
+  EXPECT_THAT(out, HasSubstr("CRC-32 mismatch"));
 }
 
 TEST(CliTest, DiffExactIgnoresMetadataButNotValues) {

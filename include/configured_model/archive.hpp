@@ -13,7 +13,7 @@ namespace zanj {
 /// How an entry's bytes are stored in the zip.
 enum class Compression {
   kStored,   ///< zip method 0: no compression (fast; what we write by default)
-  kDeflate,  ///< zip method 8: zlib deflate (Python ZANJ's default)
+  kDeflate,  ///< zip method 8: deflate (Python ZANJ's default); we compress with ISA-L
 };
 
 /// Stored entries' data starts at a multiple of this many bytes in the files we write, so that a
@@ -44,7 +44,15 @@ struct ArchiveLimits {
   bool check_consistency = false;
 };
 
+/// ISA-L's deflate level we use unless told otherwise (0 fastest .. 3 smallest; see README).
+inline constexpr int kDefaultDeflateLevel = 1;
+
 struct ArchiveWriterOptions {
+  /// Deflate level for Compression::kDeflate entries: ISA-L's 0 (fastest) .. 3 (smallest).
+  int deflate_level = kDefaultDeflateLevel;
+  /// Threads compressing a deflated entry's chunks (0: one per core). The file is the same
+  /// whatever the number.
+  std::size_t threads = 0;
   /// Write zip64 records even where 32-bit fields would do (to test zip64 readers on small
   /// files). Entries of 4 GiB or more, offsets past 4 GiB and 65535+ entries always get them.
   bool force_zip64 = false;
@@ -93,11 +101,42 @@ class ArchiveWriter {
   std::unique_ptr<Impl> impl_;
 };
 
+class ArchiveReader;
+
+/// One entry of an ArchiveReader being read in order (see ArchiveReader::open_entry). Several
+/// EntryReaders of one ArchiveReader may read at the same time on different threads (each reads
+/// the file with pread and keeps its own inflate state); the ArchiveReader must outlive them.
+class EntryReader {
+ public:
+  EntryReader(EntryReader&&) noexcept;
+  EntryReader& operator=(EntryReader&&) noexcept;
+  ~EntryReader();
+
+  /// Reads exactly `n` more bytes of the entry into `dst`.
+  /// @throws FormatError if the entry has fewer bytes left or its data is corrupt or truncated.
+  void read(void* dst, std::size_t n);
+  /// Reads and discards `n` bytes.
+  void skip(std::size_t n);
+  /// Bytes of the entry not read yet.
+  std::uint64_t remaining() const;
+  /// Checks, once every byte was read, that the data ends where the central directory says
+  /// (for deflated data: the stream ends exactly there) and, if asked at open, its CRC-32.
+  /// @throws FormatError naming the entry on any difference.
+  void finish();
+
+ private:
+  friend class ArchiveReader;
+  struct Impl;
+  explicit EntryReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 /// Reads entries of a zip archive. Opening reads only the central directory (through libzip,
 /// plus a scan for the local-header offsets libzip keeps to itself); entry names are checked
 /// for duplicates then. An entry's local header is checked when the entry is first located.
-/// read() always checks the CRC-32; read_rest_into() when asked. Not thread-safe: use one
-/// reader per thread (tensors mapped from it may be used from any thread).
+/// read() always checks the CRC-32; open_entry() when asked. Not thread-safe, except for
+/// EntryReaders already opened (see there): use one reader per thread (tensors mapped from it
+/// may be used from any thread).
 class ArchiveReader {
  public:
   /// Opens the zip file at `path`.
@@ -117,25 +156,24 @@ class ArchiveReader {
   const EntryInfo* find(std::string_view name) const;
   bool contains(std::string_view name) const { return find(name) != nullptr; }
 
-  /// Reads a whole entry (through libzip, which checks its CRC-32).
+  /// Reads a whole entry and checks its CRC-32.
   /// @throws FormatError if it is missing, too large, or its data is corrupt (CRC, truncation).
   std::string read(std::string_view name) const;
 
-  /// Reads up to `n` leading bytes of an entry: of a stored entry straight from the file, of a
-  /// compressed one by inflating only that far. Its CRC is not checked (the entry is partial).
+  /// Reads up to `n` leading bytes of an entry (inflating only that far if it is compressed).
+  /// Its CRC is not checked (the entry is partial).
   std::string read_head(std::string_view name, std::size_t n) const;
 
   /// Where a stored entry's bytes begin in the archive file (after its local header).
   /// @throws FormatError if the local header is missing or the data runs past the file's end.
   std::uint64_t data_offset(std::string_view name) const;
 
-  /// Reads a stored entry whose first `head.size()` bytes the caller already has (from
-  /// read_head) into `dst`: the remaining `n` bytes go straight from the file into `dst`. With
-  /// `check_crc`, the CRC-32 of head + data is checked against the central directory (summed on
-  /// slice by slice as it arrives).
-  /// @throws FormatError if the entry is not stored, sizes disagree, or the CRC differs.
-  void read_rest_into(std::string_view name, std::string_view head, void* dst, std::size_t n,
-                      bool check_crc) const;
+  /// Opens an entry for reading its bytes in order straight into the caller's memory: stored
+  /// data is read from the file, deflated data inflated (ISA-L) as it is read. With `check_crc`
+  /// the CRC-32 is summed on the fly and EntryReader::finish() compares it with the central
+  /// directory. Declared sizes and limits are checked here, before anything is allocated.
+  /// @throws FormatError if the entry is missing, breaks a limit or its local header is bad.
+  EntryReader open_entry(std::string_view name, bool check_crc = true) const;
 
   /// The whole archive mapped copy-on-write (created on first call, then shared).
   /// @throws IoError if the file cannot be mapped.
@@ -145,6 +183,7 @@ class ArchiveReader {
   const std::string& name() const;
 
  private:
+  friend class EntryReader;
   struct Impl;
   explicit ArchiveReader(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

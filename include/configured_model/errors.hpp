@@ -49,6 +49,13 @@ class StateMismatchError : public Error {
   using Error::Error;
 };
 
+/// An argument or option is out of its range (a deflate level of 7, a thread count that makes no
+/// sense); nothing was read or written.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 /// Builds `<file>: <entry>: <what>`, leaving out empty parts.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The zip reader: libzip parses and checks the archive and reads compressed entries; stored
-// entries are read (or mapped) straight from the file at offsets found by a small scan of the
-// central directory, which libzip does not expose.
+// The zip reader: libzip parses and checks the central directory; entry data is read by us,
+// at offsets found by a small scan of the central directory (libzip does not expose them):
+// stored entries read (or mapped) straight from the file, deflated ones inflated by ISA-L
+// straight into the caller's memory, the CRC-32 summed on the way.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
+#include "deflate.hpp"
 #include "zip_format.hpp"
 
 namespace zanj {
@@ -218,6 +220,7 @@ struct ArchiveReader::Impl {
     const std::uint64_t at = local_offsets[i];
     const std::string h = pread_string(at, kLocalHeaderBytes, e.name);
     if (get_le(h.data(), 4) != kLocalSig) fail(e.name, "local header not found");
+    if (get_le(&h[6], 2) & 1) fail(e.name, "encrypted entries are not supported");
     const std::uint64_t n = get_le(&h[26], 2), m = get_le(&h[28], 2);
     if (pread_string(at + kLocalHeaderBytes, n, e.name) != e.name) {
       fail(e.name, "local header names another entry");
@@ -342,90 +345,127 @@ const EntryInfo* ArchiveReader::find(std::string_view name) const {
   return it == impl_->index.end() ? nullptr : &impl_->entries[it->second];
 }
 
-std::string ArchiveReader::read(std::string_view entry_name) const {
-  const EntryInfo* e = &impl_->checked(entry_name);
-  const std::string& file = impl_->name;
-  const auto idx = impl_->index.at(e->name);
-  zip_file_t* zf = zip_fopen_index(impl_->za, idx, 0);
-  if (!zf) {
-    detail::throw_format_error(file, entry_name, "cannot open entry: " + zip_error_text(impl_->za));
-  }
-  std::string out(static_cast<std::size_t>(e->size), '\0');
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const zip_int64_t n = zip_fread(zf, &out[done], out.size() - done);
-    if (n < 0) {
-      const std::string why = zip_file_strerror(zf);
-      zip_fclose(zf);
-      detail::throw_format_error(file, entry_name, "corrupt entry data: " + why);
+// ---------------------------------------------------------------------------------------------
+// EntryReader
+
+struct EntryReader::Impl {
+  const ArchiveReader::Impl* archive = nullptr;
+  const EntryInfo* entry = nullptr;
+  std::uint64_t data_at = 0;  // file offset of the entry's (compressed) data
+  std::uint64_t done = 0;     // uncompressed bytes read so far
+  bool check_crc = true;
+  std::uint32_t crc = 0;                          // stored entries: summed as read
+  std::unique_ptr<detail::Inflater> inflater;     // deflated entries
+
+  [[noreturn]] void fail(const std::string& what) const { archive->fail(entry->name, what); }
+
+  void read(void* dst, std::size_t n) {
+    if (n > entry->size - done) {
+      fail("entry holds " + std::to_string(entry->size) + " bytes; asked for " +
+           std::to_string(n) + " more after " + std::to_string(done));
     }
-    if (n == 0) break;
-    done += static_cast<std::size_t>(n);
+    auto* out = static_cast<char*>(dst);
+    if (!inflater) {
+      for (std::size_t at = 0; at < n; at += kCrcSliceBytes) {
+        const std::size_t len = std::min(kCrcSliceBytes, n - at);
+        archive->pread_exact(data_at + done + at, out + at, len, entry->name);
+        if (check_crc) crc = crc32(crc, out + at, len);  // still in the cache
+      }
+    } else {
+      const std::size_t got = inflater->read(out, n);
+      if (got != n) {
+        fail(inflater->error() + " (after " + std::to_string(done + got) + " of " +
+             std::to_string(entry->size) + " bytes)");
+      }
+    }
+    done += n;
   }
-  // One more read reaches the end of the stream, where libzip verifies the CRC-32.
-  char probe = 0;
-  const zip_int64_t extra = zip_fread(zf, &probe, 1);
-  const std::string why = extra < 0 ? zip_file_strerror(zf) : std::string();
-  zip_fclose(zf);
-  if (extra < 0) detail::throw_format_error(file, entry_name, "corrupt entry data: " + why);
-  if (done != out.size() || extra > 0) {
-    detail::throw_format_error(file, entry_name,
-                               "entry size differs from the central directory (expected " +
-                                   std::to_string(e->size) + " bytes, found " +
-                                   (extra > 0 ? "more" : std::to_string(done)) + ")");
+
+  void finish() {
+    if (done != entry->size) {
+      fail("read " + std::to_string(done) + " of " + std::to_string(entry->size) + " bytes");
+    }
+    std::uint32_t found = crc;
+    if (inflater) {
+      if (!inflater->at_end()) {
+        fail(inflater->status() == detail::Inflater::Status::kOk
+                 ? "deflate stream holds more than the central directory's " +
+                       std::to_string(entry->size) + " bytes"
+                 : inflater->error() + " (after " + std::to_string(done) + " bytes)");
+      }
+      found = inflater->crc();
+    }
+    if (check_crc && found != entry->crc) {
+      char text[64];
+      std::snprintf(text, sizeof text, "CRC-32 mismatch (expected %08x, found %08x)", entry->crc,
+                    found);
+      fail(std::string(text) + ": the data is corrupt");
+    }
   }
+};
+
+EntryReader::EntryReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EntryReader::EntryReader(EntryReader&&) noexcept = default;
+EntryReader& EntryReader::operator=(EntryReader&&) noexcept = default;
+EntryReader::~EntryReader() = default;
+
+void EntryReader::read(void* dst, std::size_t n) { impl_->read(dst, n); }
+
+void EntryReader::skip(std::size_t n) {
+  char scratch[4096];
+  while (n > 0) {
+    const std::size_t k = std::min(n, sizeof scratch);
+    impl_->read(scratch, k);
+    n -= k;
+  }
+}
+
+std::uint64_t EntryReader::remaining() const { return impl_->entry->size - impl_->done; }
+
+void EntryReader::finish() { impl_->finish(); }
+
+EntryReader ArchiveReader::open_entry(std::string_view entry_name, bool check_crc) const {
+  const EntryInfo& e = impl_->checked(entry_name);
+  auto r = std::make_unique<EntryReader::Impl>();
+  r->archive = impl_.get();
+  r->entry = &e;
+  r->data_at = impl_->locate(impl_->position(e));
+  r->check_crc = check_crc;
+  if (e.method == ZIP_CM_DEFLATE) {
+    if (impl_->memory) {
+      r->inflater = std::make_unique<detail::Inflater>(std::string_view(
+          impl_->memory->data() + r->data_at, static_cast<std::size_t>(e.compressed_size)));
+    } else {
+      const Impl* archive = impl_.get();
+      auto source = [archive, &e, at = r->data_at, pos = std::uint64_t{0}](
+                        char* dst, std::size_t max) mutable {
+        archive->pread_exact(at + pos, dst, max, e.name);
+        pos += max;
+        return max;
+      };
+      r->inflater = std::make_unique<detail::Inflater>(source, e.compressed_size);
+    }
+  }
+  return EntryReader(std::move(r));
+}
+
+std::string ArchiveReader::read(std::string_view entry_name) const {
+  EntryReader r = open_entry(entry_name, true);
+  std::string out(static_cast<std::size_t>(r.remaining()), '\0');
+  r.read(out.data(), out.size());
+  r.finish();
   return out;
 }
 
 std::string ArchiveReader::read_head(std::string_view entry_name, std::size_t n) const {
-  const EntryInfo& e = impl_->checked(entry_name);
-  n = static_cast<std::size_t>(std::min<std::uint64_t>(n, e.size));
-  if (e.method == ZIP_CM_STORE) return impl_->pread_string(data_offset(entry_name), n, entry_name);
-  zip_file_t* zf = zip_fopen_index(impl_->za, impl_->position(e), 0);
-  if (!zf) impl_->fail(entry_name, "cannot open entry: " + zip_error_text(impl_->za));
-  std::string out(n, '\0');
-  std::size_t done = 0;
-  while (done < n) {
-    const zip_int64_t r = zip_fread(zf, &out[done], n - done);
-    if (r <= 0) {
-      const std::string why = r < 0 ? zip_file_strerror(zf) : std::string("entry ends early");
-      zip_fclose(zf);
-      impl_->fail(entry_name, "corrupt entry data: " + why);
-    }
-    done += static_cast<std::size_t>(r);
-  }
-  zip_fclose(zf);
+  EntryReader r = open_entry(entry_name, false);
+  std::string out(static_cast<std::size_t>(std::min<std::uint64_t>(n, r.remaining())), '\0');
+  r.read(out.data(), out.size());
   return out;
 }
 
 std::uint64_t ArchiveReader::data_offset(std::string_view entry_name) const {
   return impl_->locate(impl_->position(impl_->checked(entry_name)));
-}
-
-void ArchiveReader::read_rest_into(std::string_view entry_name, std::string_view head, void* dst,
-                                   std::size_t n, bool check_crc) const {
-  const EntryInfo& e = impl_->checked(entry_name);
-  if (e.method != ZIP_CM_STORE) impl_->fail(entry_name, "not a stored entry");
-  if (head.size() > e.size || e.size - head.size() != n) {
-    impl_->fail(entry_name, "entry holds " + std::to_string(e.size) + " bytes (expected " +
-                                std::to_string(head.size() + n) + ")");
-  }
-  const std::uint64_t at = data_offset(entry_name) + head.size();
-  auto* out = static_cast<char*>(dst);
-  std::uint32_t crc = check_crc ? crc32(0, head.data(), head.size()) : 0;
-  for (std::size_t done = 0; done < n; done += kCrcSliceBytes) {
-    const std::size_t len = std::min(kCrcSliceBytes, n - done);
-    impl_->pread_exact(at + done, out + done, len, entry_name);
-    if (check_crc) crc = crc32(crc, out + done, len);  // still in the cache
-  }
-  if (check_crc) {
-    const std::uint32_t found = crc;
-    if (found != e.crc) {
-      char text[64];
-      std::snprintf(text, sizeof text, "CRC-32 mismatch (expected %08x, found %08x)", e.crc, found);
-      impl_->fail(entry_name, std::string(text) + ": the data is corrupt");
-    }
-  }
 }
 
 ArchiveMapping ArchiveReader::mapping() const {

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The zip writer: entries stream from the caller's memory to a temporary file (stored entries
 // with their data at 64-byte-aligned offsets, CRC-32 summed slice by slice as they go;
-// deflated entries through zlib), and commit() makes the file appear atomically.
+// deflated entries through ISA-L in chunks on several cores), and commit() makes the file
+// appear atomically.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -17,6 +17,8 @@
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
+#include "../parallel.hpp"
+#include "deflate.hpp"
 #include "zip_format.hpp"
 
 namespace zanj {
@@ -26,7 +28,11 @@ using namespace zipfmt;  // NOLINT(google-build-using-namespace): record constan
 namespace {
 
 constexpr std::size_t kSliceBytes = kCrcSliceBytes;
-constexpr std::size_t kDeflateOutBytes = 1 << 20;
+// Deflated entries are compressed in independent chunks of this size (a full flush between
+// them costs ~5 bytes and the 32 KiB of history each chunk starts without: <0.1% of size here),
+// up to kChunkWindow chunks at a time in memory.
+constexpr std::uint64_t kChunkBytes = 2 << 20;
+constexpr std::uint64_t kChunkWindow = 32;
 constexpr std::uint16_t kFlagUtf8 = 0x0800;
 constexpr std::uint16_t kMadeByUnix = 3 << 8;
 constexpr std::uint32_t kRegularFile0644 = 0100644u << 16;
@@ -81,6 +87,8 @@ struct ArchiveWriter::Impl {
   int fd = -1;
   std::uint64_t offset = 0;
   bool force_zip64 = false;
+  int level = kDefaultDeflateLevel;
+  std::size_t threads = 0;
   bool committed = false;
   std::uint16_t dos_time = 0, dos_date = 0;
   std::vector<Central> central;
@@ -138,45 +146,50 @@ struct ArchiveWriter::Impl {
     return crc;
   }
 
-  // Deflates the pieces (raw deflate, zlib's default level); returns {crc, compressed bytes}.
+  // Deflates the pieces (raw deflate through ISA-L) in independent chunks compressed on several
+  // threads and written in order; returns {crc, compressed bytes}.
   std::pair<std::uint32_t, std::uint64_t> write_deflated(
       const std::string& entry, std::initializer_list<std::string_view> pieces) {
-    z_stream zs{};
-    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK) {
-      detail::throw_io_error(path, entry, "zlib deflateInit2 failed");
-    }
-    struct End {
-      z_stream* z;
-      ~End() { deflateEnd(z); }
-    } end{&zs};
-    std::string out(kDeflateOutBytes, '\0');
+    std::uint64_t total = 0;
+    for (auto p : pieces) total += p.size();
+    const std::uint64_t chunks = std::max<std::uint64_t>(1, (total + kChunkBytes - 1) / kChunkBytes);
+    // The input of chunk c: the pieces' bytes [c * kChunkBytes, (c + 1) * kChunkBytes).
+    auto chunk_input = [&](std::uint64_t c) {
+      std::vector<std::string_view> in;
+      std::uint64_t begin = c * kChunkBytes, end = std::min(total, begin + kChunkBytes);
+      std::uint64_t at = 0;
+      for (std::string_view p : pieces) {
+        const std::uint64_t p_end = at + p.size();
+        if (p_end > begin && at < end) {
+          const std::uint64_t from = std::max(begin, at), to = std::min(end, p_end);
+          in.push_back(p.substr(static_cast<std::size_t>(from - at),
+                                static_cast<std::size_t>(to - from)));
+        }
+        at = p_end;
+      }
+      return in;
+    };
     std::uint32_t crc = 0;
     std::uint64_t written = 0;
-    auto pump = [&](int flush) {
-      int rc;
-      do {
-        zs.next_out = reinterpret_cast<Bytef*>(out.data());
-        zs.avail_out = static_cast<uInt>(out.size());
-        rc = deflate(&zs, flush);
-        if (rc == Z_STREAM_ERROR) detail::throw_io_error(path, entry, "zlib deflate failed");
-        const std::size_t have = out.size() - zs.avail_out;
-        write_all(entry, out.data(), have);
-        written += have;
-      } while (zs.avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
-    };
-    for (std::string_view piece : pieces) {
-      crc = crc32(crc, piece.data(), piece.size());
-      for (std::size_t at = 0; at < piece.size(); at += kSliceBytes) {
-        const std::size_t n = std::min(kSliceBytes, piece.size() - at);
-        zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(piece.data() + at));
-        zs.avail_in = static_cast<uInt>(n);
-        pump(Z_NO_FLUSH);
-      }
+    for (std::uint64_t first = 0; first < chunks; first += kChunkWindow) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kChunkWindow, chunks - first));
+      std::vector<std::string> out(n);
+      detail::run_in_order(
+          n, detail::worker_count(threads, n),
+          [&](std::size_t i) {
+            try {
+              detail::deflate_chunk(chunk_input(first + i), level, first + i + 1 == chunks, out[i]);
+            } catch (const std::exception& e) {
+              detail::throw_io_error(path, entry, e.what());
+            }
+          },
+          [&](std::size_t i) {
+            for (std::string_view p : chunk_input(first + i)) crc = crc32(crc, p.data(), p.size());
+            write_all(entry, out[i].data(), out[i].size());
+            written += out[i].size();
+            std::string().swap(out[i]);
+          });
     }
-    zs.next_in = nullptr;
-    zs.avail_in = 0;
-    pump(Z_FINISH);
     return {crc, written};
   }
 };
@@ -185,6 +198,14 @@ ArchiveWriter::ArchiveWriter(std::string path, const ArchiveWriterOptions& optio
     : path_(std::move(path)), impl_(new Impl) {
   impl_->path = path_;
   impl_->force_zip64 = options.force_zip64;
+  if (options.deflate_level < detail::kMinDeflateLevel ||
+      options.deflate_level > detail::kMaxDeflateLevel) {
+    throw UsageError(detail::message(path_, "",
+                                     "deflate_level must be 0..3 (ISA-L's levels), not " +
+                                         std::to_string(options.deflate_level)));
+  }
+  impl_->level = options.deflate_level;
+  impl_->threads = options.threads;
   std::tie(impl_->dos_time, impl_->dos_date) = dos_now();
   const fs::path final_path = fs::absolute(path_);
   std::error_code ec;

@@ -26,7 +26,10 @@ ojson read_meta(const ArchiveReader& archive, const ReadOptions& options) {
 void save(const Node& root, const std::string& path, const SaveOptions& options) {
   SerializedTree tree = serialize_tree(root, options);
   const ojson meta = make_metadata(options, tree.externals);
-  ArchiveWriter writer(path);
+  ArchiveWriterOptions writer_options;
+  writer_options.deflate_level = options.deflate_level;
+  writer_options.threads = options.threads;
+  ArchiveWriter writer(path, writer_options);
   // Python's order: meta, tree, then externals in the order they were met. Tensor data goes
   // from the tensors' memory to the file (npy_pieces copies only tensors needing conversion).
   const std::string meta_text = dump_json(meta);

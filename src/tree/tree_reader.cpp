@@ -13,6 +13,7 @@
 #include "configured_model/metadata.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
+#include "../parallel.hpp"
 
 namespace zanj {
 namespace {
@@ -350,10 +351,10 @@ class Reader {
     if (!info) fail(path, "'$ref' names entry " + ref + ", which the archive does not contain");
     const std::optional<c10::ScalarType> want =
         j.contains("dtype") ? std::optional<c10::ScalarType>(dtype(j, path)) : std::nullopt;
-    at::Tensor t;
-    if (info->method == 0) t = stored_tensor(*info, want, path);
+    const std::size_t pending_before = pending_.size();
+    at::Tensor t = direct_tensor(*info, want, path);
     if (t.defined()) {
-      report(ref, info->size);
+      if (pending_.size() == pending_before) report(ref, info->size);
     } else {
       t = decode_npy(entry(ref, path), archive_.name(), ref);
     }
@@ -375,24 +376,31 @@ class Reader {
     return t;
   }
 
-  // A stored `.npy` entry whose data needs no conversion, without intermediate buffers: mapped
-  // (options.mmap) or read straight into its tensor. Undefined when it needs decoding instead.
-  at::Tensor stored_tensor(const EntryInfo& info, std::optional<c10::ScalarType> want,
-                           const std::vector<ojson>& path) const {
+  // A `.npy` entry whose data needs no conversion, without intermediate buffers: mapped
+  // (options.mmap, stored entries) or read straight into its tensor; a deflated entry's data is
+  // inflated into it later, in parallel with the others (finish_pending). Undefined when the
+  // entry needs decoding instead.
+  at::Tensor direct_tensor(const EntryInfo& info, std::optional<c10::ScalarType> want,
+                           const std::vector<ojson>& path) {
     constexpr std::size_t kFirstRead = 4096;  // our headers are 64-128 bytes
     const std::string& file = archive_.name();
-    std::string head = archive_.read_head(info.name, kFirstRead);
+    EntryReader reader = archive_.open_entry(info.name, options_.check_crc);
+    std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(kFirstRead, info.size)),
+                     '\0');
+    reader.read(head.data(), head.size());
     const std::size_t header_length = npy_header_length(head);
-    // Longer headers are re-read only up to the header limit (parse_npy_header refuses more).
+    // Longer headers are read on only up to the header limit (parse_npy_header refuses more).
     if (header_length > head.size() && header_length <= info.size &&
         header_length <= kMaxNpyHeaderBytes + 12) {
-      head = archive_.read_head(info.name, header_length);
+      const std::size_t had = head.size();
+      head.resize(header_length);
+      reader.read(&head[had], header_length - had);
     }
     const NpyHeader h = parse_npy_header(head, info.size, file, info.name);
     const auto raw = npy_raw_dtype(h);
     if (!raw || (want && *want != *raw)) return {};
     const auto options = at::TensorOptions().dtype(*raw);
-    if (options_.mmap) {
+    if (options_.mmap && info.method == 0) {
       const std::uint64_t at = archive_.data_offset(info.name) + h.data_offset;
       if (at % c10::elementSize(*raw) == 0) {
         ArchiveMapping map = archive_.mapping();
@@ -410,12 +418,41 @@ class Reader {
       }
     }
     if (!dst.defined()) dst = at::empty(h.shape, options);
-    archive_.read_rest_into(info.name, std::string_view(head).substr(0, h.data_offset),
-                            h.data_bytes ? dst.data_ptr() : nullptr, h.data_bytes,
-                            options_.check_crc);
+    if (h.data_bytes == 0) {
+      reader.finish();
+      return dst;
+    }
+    // The first read may already hold the start of the data.
+    auto* out = static_cast<char*>(dst.data_ptr());
+    const std::size_t in_head = std::min<std::size_t>(head.size() - h.data_offset, h.data_bytes);
+    std::memcpy(out, head.data() + h.data_offset, in_head);
+    if (info.method == 0) {
+      reader.read(out + in_head, h.data_bytes - in_head);
+      reader.finish();
+    } else {
+      pending_.push_back({&info, head.size(), out + in_head, h.data_bytes - in_head});
+    }
     return dst;
   }
 
+ public:
+  // Inflates the deferred deflated entries into their tensors, on options.threads threads;
+  // progress is reported in order from this thread as they finish.
+  void finish_pending() {
+    detail::run_in_order(
+        pending_.size(), detail::worker_count(options_.threads, pending_.size()),
+        [this](std::size_t i) {
+          const Pending& p = pending_[i];
+          EntryReader reader = archive_.open_entry(p.entry->name, options_.check_crc);
+          reader.skip(p.skip);
+          reader.read(p.dst, p.bytes);
+          reader.finish();
+        },
+        [this](std::size_t i) { report(pending_[i].entry->name, pending_[i].entry->size); });
+    pending_.clear();
+  }
+
+ private:
   void report(const std::string& ref, std::uint64_t bytes) {
     if (!options_.progress) return;
     progress_.bytes_done += bytes;
@@ -448,6 +485,14 @@ class Reader {
   const ReadOptions& options_;
   const TensorDestination& destination_;
   Progress progress_;
+  // A deflated entry whose tensor is allocated; its data (after `skip` bytes) still to inflate.
+  struct Pending {
+    const EntryInfo* entry;
+    std::size_t skip;
+    void* dst;
+    std::size_t bytes;
+  };
+  std::vector<Pending> pending_;
 };
 
 }  // namespace
@@ -458,7 +503,9 @@ Node deserialize_tree(const nlohmann::ordered_json& json, const ArchiveReader& a
                       const std::vector<std::string>& at_path) {
   Reader r(archive, externals_info, options, destination);
   std::vector<ojson> path(at_path.begin(), at_path.end());
-  return r.walk(json, path);
+  Node root = r.walk(json, path);
+  r.finish_pending();
+  return root;
 }
 
 }  // namespace zanj
