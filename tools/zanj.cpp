@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "pt_archive.hpp"
@@ -77,6 +78,16 @@ zanj::Node read_tree(const std::string& file) {
   zanj::ReadOptions options;
   options.progress = progress_for("reading " + file);
   return zanj::read(file, options);
+}
+
+// The tensor at KEY read alone, through LazyFile: only the JSON index and that tensor's entry
+// are read, so `show` and `extract` of one tensor are instant on huge files. Empty when KEY is
+// not a tensor the index lists (a subtree, a tensor inside an external list): then the caller
+// reads the whole tree.
+std::optional<torch::Tensor> lazy_tensor(const std::string& file, const std::string& key) {
+  const auto lazy = zanj::LazyFile::open(file);
+  if (!lazy.find(key)) return std::nullopt;
+  return lazy.tensor(key);
 }
 
 // Finds KEY in the tree. Keys may themselves contain '/', so at each dict the longest key
@@ -266,10 +277,12 @@ int cmd_ls(const std::string& file) {
 // ---- show ----
 
 int cmd_show(const std::string& file, const std::string& key, int64_t first_n) {
-  const auto root = read_tree(file);
-  const auto& node = resolve(root, key);
-  if (node.is_tensor()) {
-    const auto s = tensor_stats(node.tensor(), first_n);
+  std::optional<torch::Tensor> alone = key.empty() ? std::nullopt : lazy_tensor(file, key);
+  zanj::Node root;
+  if (!alone) root = read_tree(file);
+  const zanj::Node& node = alone ? root : resolve(root, key);
+  if (alone || node.is_tensor()) {
+    const auto s = tensor_stats(alone ? *alone : node.tensor(), first_n);
     if (g_json) {
       std::cout << zanj::dump_json(s) << "\n";
       return 0;
@@ -457,15 +470,20 @@ int cmd_diff(const std::string& a, const std::string& b, bool exact) {
 // ---- extract / convert ----
 
 int cmd_extract(const std::string& file, const std::string& key, const std::string& out) {
-  const auto root = read_tree(file);
-  const auto& node = resolve(root, key);
-  if (!node.is_tensor()) throw zanj::FormatError(file + ": " + key + ": not a tensor");
-  const std::string bytes = zanj::encode_npy(node.tensor());
+  std::optional<torch::Tensor> alone = lazy_tensor(file, key);
+  if (!alone) {
+    const auto root = read_tree(file);
+    const auto& node = resolve(root, key);
+    if (!node.is_tensor()) throw zanj::FormatError(file + ": " + key + ": not a tensor");
+    alone = node.tensor();
+  }
+  const torch::Tensor tensor = *alone;
+  const std::string bytes = zanj::encode_npy(tensor);
   std::ofstream f(out, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!f) throw zanj::IoError(out + ": cannot write");
   std::cerr << "wrote " << out << " (" << human_bytes(bytes.size()) << ")"
-            << (node.tensor().scalar_type() == torch::kBFloat16
+            << (tensor.scalar_type() == torch::kBFloat16
                     ? ", bfloat16 stored as exact float32"
                     : "")
             << "\n";
