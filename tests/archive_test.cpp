@@ -287,3 +287,84 @@ TEST(ArchiveReaderTest, EntryReaderStreamsStoredAndDeflatedEntriesAndChecksTheir
 }
 
 }  // namespace
+
+namespace {
+
+// A two-entry archive, and the offsets of its central directory records and end record.
+struct TwoEntries {
+  std::string bytes;
+  std::size_t first = 0, end = 0;
+  static TwoEntries make() {
+    TempDir dir;
+    zanj::ArchiveWriter w(dir.file("a.zip"));
+    w.add("a", "alpha", zanj::Compression::kStored);
+    w.add("b", "beta", zanj::Compression::kDeflate);
+    w.commit();
+    TwoEntries t;
+    t.bytes = zanj_test::read_bytes(dir.file("a.zip"));
+    t.first = t.bytes.find(std::string("PK\x01\x02", 4));
+    t.end = t.bytes.rfind(std::string("PK\x05\x06", 4));
+    return t;
+  }
+  std::string error() const {
+    try {
+      zanj::ArchiveReader::from_bytes(bytes, "t.zip");
+      return "";
+    } catch (const zanj::FormatError& e) {
+      return e.what();
+    }
+  }
+};
+
+// The central directory is parsed by us; each lie in it is a FormatError naming what is wrong.
+TEST(ArchiveReaderTest, CentralDirectoryLiesAreRefused) {
+  ASSERT_EQ(TwoEntries::make().error(), "");
+  {
+    TwoEntries t = TwoEntries::make();
+    t.bytes[t.end + 8] = t.bytes[t.end + 10] = 100;  // 100 entries in a 2-record directory
+    EXPECT_THAT(t.error(), HasSubstr("cannot hold 100 entries"));
+  }
+  {
+    TwoEntries t = TwoEntries::make();
+    t.bytes[t.first + 8] |= 1;  // the "encrypted" flag
+    EXPECT_THAT(t.error(), HasSubstr("t.zip: a: encrypted entries are not supported"));
+  }
+  {
+    TwoEntries t = TwoEntries::make();
+    t.bytes[t.first + 34] = 1;  // starts on disk 1 of a split archive
+    EXPECT_THAT(t.error(), HasSubstr("t.zip: a: entry on another disk"));
+  }
+  {
+    TwoEntries t = TwoEntries::make();
+    t.bytes[t.end + 4] = 2;  // this is disk 2
+    EXPECT_THAT(t.error(), HasSubstr("split over several disks"));
+  }
+  {
+    TwoEntries t = TwoEntries::make();
+    for (int k = 0; k < 4; ++k) t.bytes[t.first + 42 + k] = static_cast<char>(0x7f);
+    EXPECT_THAT(t.error(), HasSubstr("t.zip: a: local header offset"));
+  }
+}
+
+// Python's zipfile with zip64 records and a comment: our parse and libzip's agree.
+TEST(ArchiveReaderTest, PythonZip64FilesParseAsLibzipReadsThem) {
+  if (!zanj_test::python_has("zipfile")) GTEST_SKIP() << "no python3";
+  TempDir dir;
+  const std::string script =
+      "import sys, zipfile\n"
+      "with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n"
+      "    z.comment = b'a comment'\n"
+      "    for i in range(300):\n"
+      "        with z.open('e%d' % i, 'w', force_zip64=True) as f: f.write(b'x' * i)\n";
+  zanj_test::write_bytes(dir.file("mk.py"), script);
+  ASSERT_EQ(zanj_test::run("/usr/bin/python3 " + dir.file("mk.py") + " " + dir.file("p.zip")), 0);
+  zanj::ArchiveLimits both;
+  both.check_consistency = true;  // libzip reads it too and must agree entry by entry
+  const auto r = zanj::ArchiveReader::open(dir.file("p.zip"), both);
+  ASSERT_EQ(r.entries().size(), 300u);
+  for (int i = 0; i < 300; i += 37) {
+    EXPECT_EQ(r.read("e" + std::to_string(i)), std::string(static_cast<std::size_t>(i), 'x'));
+  }
+}
+
+}  // namespace

@@ -39,8 +39,9 @@ struct ArchiveLimits {
   std::uint64_t max_entries = 1'000'000;        ///< entries in one archive
   std::uint64_t max_entry_bytes = 1ULL << 40;   ///< uncompressed bytes of one entry (1 TiB)
   std::uint64_t max_compression_ratio = 1'000;  ///< uncompressed / compressed, deflated entries
-  /// Have libzip compare every local header with the central directory on open (reads each
-  /// local header, so opening costs O(entries) reads; verify() turns it on).
+  /// Have libzip read the archive too on open, comparing every local header with the central
+  /// directory and its entries with ours (reads each local header, so opening costs O(entries)
+  /// reads; verify() turns it on).
   bool check_consistency = false;
 };
 
@@ -131,9 +132,9 @@ class EntryReader {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Reads entries of a zip archive. Opening reads only the central directory (through libzip,
-/// plus a scan for the local-header offsets libzip keeps to itself); entry names are checked
-/// for duplicates then. An entry's local header is checked when the entry is first located.
+/// Reads entries of a zip archive. Opening reads only the central directory (parsed here:
+/// zip32 and zip64, bounds and limits checked before anything is allocated); entry names are
+/// checked for duplicates then. An entry's local header is checked when the entry is first located.
 /// read() always checks the CRC-32; open_entry() when asked. Not thread-safe, except for
 /// EntryReaders already opened (see there): use one reader per thread (tensors mapped from it
 /// may be used from any thread).

@@ -84,6 +84,7 @@ bool LazyFile::open_indexed() {
       if (field.value.is_null()) continue;
       simdjson::dom::object listed;
       if (field.value.get_object().get(listed) != simdjson::SUCCESS) return false;
+      listed_.reserve(archive_.entries().size());
       for (auto e : listed) {
         std::string name(e.key);
         if (!archive_.contains(name)) return false;  // the full path names the error
@@ -102,6 +103,7 @@ bool LazyFile::open_indexed() {
   simdjson::dom::element tree;
   if (tree_parser.parse(tree_text).get(tree) != simdjson::SUCCESS) return false;
   bool ok = true;
+  index_.reserve(archive_.entries().size());
   std::function<void(simdjson::dom::element, const std::string&)> walk =
       [&](simdjson::dom::element j, const std::string& key) {
         if (!ok) return;
