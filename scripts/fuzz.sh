@@ -15,11 +15,11 @@ build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCONFIGURED_MODEL_FUZZ=ON -DCONFIGURED_MODEL_BUILD_TESTS=OFF -DCONFIGURED_MODEL_BUILD_EXAMPLES=OFF \
   -DCONFIGURED_MODEL_BUILD_TOOLS=OFF -DCONFIGURED_MODEL_INSTALL=OFF >/dev/null
-cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz
+cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz zip_fuzz
 
 # Seed corpora from the committed test data.
 seeds="$build/seeds"
-rm -rf "$seeds" && mkdir -p "$seeds/npy_fuzz" "$seeds/tree_fuzz" "$seeds/file_fuzz"
+rm -rf "$seeds" && mkdir -p "$seeds/npy_fuzz" "$seeds/tree_fuzz" "$seeds/file_fuzz" "$seeds/zip_fuzz"
 cp "$root"/tests/data/npy/*.npy "$seeds/npy_fuzz/"
 for f in "$root"/tests/data/python/*.zanj "$root"/tests/data/cpp/*.zanj; do
   cp "$f" "$seeds/file_fuzz/"
@@ -33,11 +33,14 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 PY
 done
 cp "$root"/tests/data/hostile/* "$seeds/file_fuzz/" 2>/dev/null || true
+# The container fuzzer starts from every archive: Python's are deflated (zlib), ours stored and
+# deflated (ISA-L).
+cp "$seeds"/file_fuzz/* "$seeds/zip_fuzz/"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 status=0
-for target in npy_fuzz tree_fuzz file_fuzz; do
+for target in npy_fuzz tree_fuzz file_fuzz zip_fuzz; do
   corpus="$build/corpus/$target"
   mkdir -p "$corpus" "$build/artifacts/$target"
   regressions="$root/tests/data/fuzz_regressions/$target"
