@@ -95,4 +95,36 @@ TEST(ConcurrencyTest, ThreadsSavingDifferentFilesAtOnce) {
   }
 }
 
+// Background saves while the training loop changes the same parameters, through a manager:
+// the writer thread reads only the staging copy (ThreadSanitizer checks it), and each file
+// holds the parameters of its step.
+TEST(ConcurrencyTest, BackgroundSavesWhileTrainingChangesTheParameters) {
+  TempDir dir;
+  torch::manual_seed(9);
+  TrainNetConfig c;
+  c.hidden = 256;
+  auto net = std::make_shared<TrainNet>(c);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  zanj::CheckpointPolicy policy;
+  policy.keep_last = 10;
+  std::vector<std::string> want;
+  {
+    zanj::CheckpointManager manager(dir.path(), policy);
+    for (int step = 1; step <= 6; ++step) {
+      opt.zero_grad();
+      net->forward(torch::randn({32, c.in})).pow(2).mean().backward();
+      opt.step();
+      want.push_back(digest(*net));
+      zanj::TrainingState state;
+      state.step = step;
+      manager.save_async(*net, opt, nullptr, state);
+    }
+    manager.wait();
+  }
+  for (int step = 1; step <= 6; ++step) {
+    const std::string path = zanj::CheckpointManager(dir.path(), policy).path_for(step);
+    EXPECT_EQ(digest(*TrainNet::read(path)), want[static_cast<std::size_t>(step - 1)]) << step;
+  }
+}
+
 }  // namespace

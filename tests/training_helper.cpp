@@ -4,6 +4,10 @@
 //   training_helper train OPTIMIZER STEPS OUT [--stop-at K CKPT]   fresh run
 //   training_helper resume CKPT STEPS OUT                          continue a checkpoint
 //   training_helper save-loop PATH                                 save PATH forever (for SIGKILL)
+//   training_helper train-async OPTIMIZER STEPS OUT K CKPT         fresh run, saving CKPT at step
+//                                  K in the background while training goes on
+//   training_helper manager-async-loop DIR                         one checkpoint, then
+//                                  background checkpoints forever (for SIGKILL)
 #include <cstdlib>
 #include <iostream>
 
@@ -71,6 +75,42 @@ int main(int argc, char** argv) try {
     auto r = zanj::resume<TrainNet>(argv[2]);
     return run(*r.model, *r.optimizer, *r.scheduler, r.state, d, std::atoll(argv[3]), argv[4], -1,
                "");
+  }
+  if (mode == "train-async" && argc == 7) {
+    const Data d = make_data();
+    torch::manual_seed(1);
+    auto model = std::make_shared<TrainNet>(zanj_test::TrainNetConfig{});
+    auto opt = zanj_test::make_optimizer(argv[2], *model);
+    zanj::StepLR sched(*opt, 3, 0.5);
+    zanj::TrainingState state;
+    const int64_t steps = std::atoll(argv[3]), k = std::atoll(argv[5]);
+    zanj::AsyncSaver saver;
+    zanj::SaveHandle handle;
+    while (state.step < steps) {
+      step_once(*model, *opt, sched, d, state);
+      // Training goes on at once, changing everything the snapshot copied.
+      if (state.step == k) handle = saver.save_checkpoint(argv[6], *model, *opt, &sched, state);
+    }
+    handle.wait();
+    state.user = {{"finished", true}};
+    zanj::save_checkpoint(argv[4], *model, *opt, &sched, state);
+    return 0;
+  }
+  if (mode == "manager-async-loop" && argc == 3) {
+    torch::manual_seed(2);
+    zanj_test::TrainNetConfig big{512, 1024, 512, 0.1};
+    auto model = std::make_shared<TrainNet>(big);
+    zanj::CheckpointPolicy policy;
+    policy.keep_last = 2;
+    zanj::CheckpointManager manager(argv[2], policy);
+    model->training_records()["iteration"] = 1;
+    manager.save(1, model->to_node());
+    std::cout << "first" << std::endl;
+    for (int64_t i = 2;; ++i) {
+      model->training_records()["iteration"] = i;
+      manager.save_async(i, model->to_node());
+      std::cout << "started " << i << std::endl;
+    }
   }
   if (mode == "save-loop" && argc == 3) {
     torch::manual_seed(2);

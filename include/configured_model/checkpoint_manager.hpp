@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/async_saver.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/training_state.hpp"
@@ -35,8 +36,11 @@ struct CheckpointInfo {
 /// Each save is crash-safe (see zanj::save), then the index `checkpoints.json` (steps and
 /// metrics) is replaced atomically, then old checkpoints are pruned. Pruning never removes the
 /// checkpoint just written, nor the current best. The directory listing is the source of truth
-/// for which checkpoints exist; the index only adds their metrics. Temporary files of
-/// interrupted saves are hidden (`.ckpt-...tmp`) and never listed.
+/// for which checkpoints exist; the index only adds their metrics (it is written to a
+/// temporary, fsync'ed, renamed, and the directory fsync'ed, like a checkpoint). Temporary files
+/// are hidden (`.ckpt-...tmp`) and never listed; each writer holds an flock on its temporary
+/// while it writes, and opening a manager removes the temporaries no live writer holds (left by
+/// a killed process), never those of a save in progress.
 ///
 /// Not safe for two processes managing the same directory at once.
 class CheckpointManager {
@@ -63,6 +67,27 @@ class CheckpointManager {
     return save(state.step, root, metrics, options);
   }
 
+  /// Like save(), in the background (AsyncSaver): returns once the state is copied aside; the
+  /// file is written, the index updated and old checkpoints pruned on the writer thread. At
+  /// most one save is in flight: the next save or save_async first waits for it. A failure is
+  /// rethrown by the handle's wait(), or else by the next save/save_async/wait(), or logged when
+  /// the manager is destroyed (which waits for the write in flight).
+  SaveHandle save_async(std::int64_t step, const Node& tree, const nlohmann::json& metrics = nullptr,
+                        const SaveOptions& options = {});
+
+  /// A model with its optimizer, scheduler and counters, in the background.
+  template <class Model>
+  SaveHandle save_async(const Model& model, const torch::optim::Optimizer& optimizer,
+                        const torch::optim::LRScheduler* scheduler, const TrainingState& state,
+                        const nlohmann::json& metrics = nullptr, const SaveOptions& options = {}) {
+    Node root = model.to_node();
+    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
+    return save_async(state.step, root, metrics, options);
+  }
+
+  /// Waits for the background save in flight, if any; rethrows its unobserved failure.
+  void wait();
+
   /// Every checkpoint, oldest step first.
   std::vector<CheckpointInfo> list() const;
   /// The newest checkpoint, if any.
@@ -86,9 +111,13 @@ class CheckpointManager {
  private:
   void write_index(const std::vector<CheckpointInfo>& infos) const;
   void prune(std::int64_t just_written);
+  void check_metrics(const nlohmann::json& metrics) const;
+  void bookkeep(std::int64_t step, const std::string& path, const nlohmann::json& metrics);
+  void remove_stale_temporaries() const;
 
   std::string directory_;
   CheckpointPolicy policy_;
+  std::unique_ptr<AsyncSaver> saver_;  // last: destroyed (and waited for) first
 };
 
 }  // namespace zanj

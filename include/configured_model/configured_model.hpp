@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/async_saver.hpp"
 #include "configured_model/checkpoint_manager.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/config.hpp"

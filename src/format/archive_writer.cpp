@@ -4,6 +4,7 @@
 // deflated entries through ISA-L in chunks on several cores), and commit() makes the file
 // appear atomically.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -222,6 +223,9 @@ ArchiveWriter::ArchiveWriter(std::string path, const ArchiveWriterOptions& optio
     impl_->tmp_path.clear();
     impl_->fail("", "cannot create temporary file next to it", err);
   }
+  // Held until the file is renamed into place: a clean-up (CheckpointManager) removes only
+  // temporaries whose lock it can take, i.e. those whose writer died.
+  (void)::flock(impl_->fd, LOCK_EX | LOCK_NB);
 }
 
 ArchiveWriter::~ArchiveWriter() = default;
@@ -355,13 +359,14 @@ void ArchiveWriter::commit() {
       .u16(0);
   w.write_all("", cd.str().data(), cd.str().size());
   if (::fsync(w.fd) != 0) w.fail("", "fsync of " + w.tmp_path + " failed", errno);
-  const int fd = w.fd;
-  w.fd = -1;
-  if (::close(fd) != 0) w.fail("", "close of " + w.tmp_path + " failed", errno);
+  // Renamed while still open (and locked), so that no clean-up can take it in between.
   if (::rename(w.tmp_path.c_str(), path_.c_str()) != 0) {
     w.fail("", "cannot rename " + w.tmp_path + " into place", errno);
   }
   w.committed = true;
+  const int fd = w.fd;
+  w.fd = -1;
+  if (::close(fd) != 0) w.fail("", "close of " + path_ + " failed", errno);
   fsync_directory(fs::absolute(path_).parent_path().string(), path_);
 }
 

@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/checkpoint_manager.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -46,6 +52,28 @@ CheckpointManager::CheckpointManager(std::string directory, CheckpointPolicy pol
   if (ec) detail::throw_io_error(directory_, "", "cannot create directory: " + ec.message());
   if (policy_.keep_best > 0 && policy_.metric.empty()) {
     throw ConfigError("CheckpointPolicy: keep_best needs a metric name");
+  }
+  remove_stale_temporaries();
+}
+
+// A killed save leaves its hidden temporary behind. Writers hold an exclusive flock on their
+// temporary until it is renamed into place; one whose lock can be taken has no live writer.
+void CheckpointManager::remove_stale_temporaries() const {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(directory_, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = (name.rfind(std::string(".") + kPrefix, 0) == 0 ||
+                       name.rfind(std::string(".") + kIndex, 0) == 0) &&
+                      name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    if (!ours || !entry.is_regular_file()) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      std::error_code rm;
+      fs::remove(entry.path(), rm);
+      if (!rm) logger()->info("{}: removed {} left by an interrupted save", directory_, name);
+    }
+    ::close(fd);
   }
 }
 
@@ -127,29 +155,53 @@ void CheckpointManager::write_index(const std::vector<CheckpointInfo>& infos) co
                                 {"step", c.step},
                                 {"metrics", nlohmann::ordered_json(c.metrics)}});
   }
-  // Same crash-safe path as checkpoints: temporary, fsync, rename.
+  // Same crash-safe path as checkpoints: temporary (locked while written), fsync, rename,
+  // directory fsync.
   const std::string index_path = (fs::path(directory_) / kIndex).string();
-  const std::string tmp = (fs::path(directory_) / ".checkpoints.json.tmp").string();
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << dump_json(j);
-    out.flush();
-    if (!out) detail::throw_io_error(tmp, "", "cannot write the checkpoint index");
+  const std::string tmp = (fs::path(directory_) / (std::string(".") + kIndex + "." +
+                                                   std::to_string(::getpid()) + ".tmp"))
+                              .string();
+  const std::string text = dump_json(j);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) detail::throw_io_error(tmp, "", "cannot write the checkpoint index");
+  (void)::flock(fd, LOCK_EX | LOCK_NB);
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      ::close(fd);
+      std::remove(tmp.c_str());
+      detail::throw_io_error(tmp, "", std::string("cannot write the checkpoint index: ") +
+                                          std::strerror(errno));
+    }
+    done += static_cast<std::size_t>(w);
   }
-  if (std::rename(tmp.c_str(), index_path.c_str()) != 0) {
-    detail::throw_io_error(index_path, "", "cannot replace the checkpoint index");
+  if (::fsync(fd) != 0 || std::rename(tmp.c_str(), index_path.c_str()) != 0) {
+    const int err = errno;
+    ::close(fd);
+    std::remove(tmp.c_str());
+    detail::throw_io_error(index_path, "", std::string("cannot replace the checkpoint index: ") +
+                                               std::strerror(err));
+  }
+  ::close(fd);
+  const int dir = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
   }
 }
 
-std::string CheckpointManager::save(std::int64_t step, const Node& tree,
-                                    const nlohmann::json& metrics, const SaveOptions& options) {
+void CheckpointManager::check_metrics(const nlohmann::json& metrics) const {
   if (policy_.keep_best > 0 && (!metrics.is_object() || !metrics.contains(policy_.metric) ||
                                 !metrics[policy_.metric].is_number())) {
     throw ConfigError("CheckpointManager::save: metrics must hold a number for '" + policy_.metric +
                       "' (keep_best is set)");
   }
-  const std::string path = path_for(step);
-  zanj::save(tree, path, options);
+}
+
+void CheckpointManager::bookkeep(std::int64_t step, const std::string& path,
+                                 const nlohmann::json& metrics) {
   auto infos = list();
   for (auto& c : infos) {
     if (c.step == step) c.metrics = metrics;
@@ -157,6 +209,29 @@ std::string CheckpointManager::save(std::int64_t step, const Node& tree,
   write_index(infos);
   prune(step);
   logger()->info("{}: checkpoint at step {} saved", path, step);
+}
+
+SaveHandle CheckpointManager::save_async(std::int64_t step, const Node& tree,
+                                         const nlohmann::json& metrics,
+                                         const SaveOptions& options) {
+  check_metrics(metrics);
+  if (!saver_) saver_ = std::make_unique<AsyncSaver>();
+  const std::string path = path_for(step);
+  return saver_->save(tree, path, options,
+                      [this, step, path, metrics] { bookkeep(step, path, metrics); });
+}
+
+void CheckpointManager::wait() {
+  if (saver_) saver_->wait();
+}
+
+std::string CheckpointManager::save(std::int64_t step, const Node& tree,
+                                    const nlohmann::json& metrics, const SaveOptions& options) {
+  check_metrics(metrics);
+  wait();  // saves land in order
+  const std::string path = path_for(step);
+  zanj::save(tree, path, options);
+  bookkeep(step, path, metrics);
   return path;
 }
 
