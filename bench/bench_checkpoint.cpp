@@ -20,6 +20,7 @@
 #include <chrono>
 #include <configured_model/configured_model.hpp>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <filesystem>
 #include <functional>
@@ -129,6 +130,13 @@ int child(const std::string& op, const std::string& path, const BenchConfig& con
   } else if (op == "load") {
     BenchNet m(config);
     m.load(path);
+  } else if (op == "save_async" || op == "save_async_2") {
+    // Consecutive background saves (each waits for the one before): model + one staging copy.
+    BenchNet m(config);
+    zanj::AsyncSaver saver;
+    const int n = op == "save_async" ? 20 : 2;
+    for (int i = 0; i < n; ++i) saver.save_model(m, path);
+    saver.wait();
   } else {
     return 2;
   }
@@ -280,6 +288,37 @@ int main(int argc, char** argv) {
                }}});
     }
 
+    // Background saves: the caller's stall (the snapshot) against a bare memcpy of the same
+    // bytes into memory already touched, and the background write against a synchronous save.
+    {
+      std::vector<char> buffer(bytes);
+      std::memset(buffer.data(), 1, buffer.size());
+      std::vector<double> copies, stalls, writes;
+      zanj::AsyncSaver saver;
+      saver.save_model(*model, zf).wait();  // the first save allocates the staging area
+      for (int round = 0; round < reps; ++round) {
+        auto start = Clock::now();
+        std::size_t at = 0;
+        for (const auto& [name, t] : zanj::state_dict(*model)) {
+          const std::size_t n = t.numel() * t.element_size();
+          std::memcpy(buffer.data() + at, t.data_ptr(), n);
+          at += n;
+        }
+        copies.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+        ::sync();
+        start = Clock::now();
+        auto handle = saver.save_model(*model, zf);
+        const auto returned = Clock::now();
+        handle.wait();
+        stalls.push_back(std::chrono::duration<double>(returned - start).count());
+        writes.push_back(std::chrono::duration<double>(Clock::now() - returned).count());
+      }
+      for (auto* v : {&copies, &stalls, &writes}) std::sort(v->begin(), v->end());
+      s["memcpy"] = copies[copies.size() / 2];
+      s["async_stall"] = stalls[stalls.size() / 2];
+      s["async_write"] = writes[writes.size() / 2];
+    }
+
     // Deflated files: Python's default layout (zipfile, ZIP_DEFLATED at zlib's default level,
     // written by Python itself when it is there) read into the model, and our kDeflate save.
     const std::string deflated = base + "_python_deflated.zanj", ours = base + "_deflate.zanj";
@@ -335,7 +374,8 @@ int main(int argc, char** argv) {
 
     std::map<std::string, double> rss;
     for (const char* op :
-         {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap", "load"}) {
+         {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap", "load",
+          "save_async", "save_async_2"}) {
       rss[op] = child_peak_kb(op, std::string(op) == "torch_save" ? pt : zf, config) / 1e3;
     }
 
@@ -370,6 +410,11 @@ int main(int argc, char** argv) {
         {"lazy_one_big", "lazy one tensor, big file", s["lazy_one_big"], "s", "lazy_one_big_vs_raw",
          ratio("lazy_one_big", "lazy_one_raw"), "x raw pread of its bytes"},
         {"lazy_one_raw", "raw pread of that tensor", s["lazy_one_raw"], "s", "", 0, ""},
+        {"memcpy", "memcpy of the model's bytes", s["memcpy"], "s", "", 0, ""},
+        {"async_stall", "save_async: caller blocked", s["async_stall"], "s", "async_stall_vs_memcpy",
+         ratio("async_stall", "memcpy"), "x memcpy"},
+        {"async_write", "save_async: background write", s["async_write"], "s",
+         "async_write_vs_sync_save", ratio("async_write", "zanj_save"), "x synchronous save"},
         {"load_stored", "load, stored file", s["load_stored"], "s", "", 0, ""},
         {"load_deflated", "load, Python-deflated file", s["load_deflated"], "s",
          "deflated_read_vs_stored", ratio("load_deflated", "load_stored"), "x stored"},
@@ -416,6 +461,11 @@ int main(int argc, char** argv) {
       std::printf("%-34s %12s %10s  %s\n", r.label.c_str(), value, speed, ratio_text.c_str());
       json[r.key + (r.unit == "s" ? "_s" : r.unit == "MB" ? "_mb" : "")] = r.value;
     }
+    json["async_stall_vs_torch_save"] = s["async_stall"] / s["torch_save"];
+    std::printf("%-34s %12.3f x torch::save\n", "save_async stall", s["async_stall"] / s["torch_save"]);
+    // 20 consecutive background saves against 2: the staging area must not grow.
+    json["async_rss_growth_20_saves_mb"] = rss["save_async"] - rss["save_async_2"];
+    json["peak_rss_async_vs_model"] = (rss["save_async"] - rss["baseline"]) / mb;
     // Throughput of uncompressed bytes (the model's), as the deflate targets are stated.
     json["deflated_read_gbps"] = static_cast<double>(bytes) / s["load_deflated"] / 1e9;
     json["deflate_save_gbps"] = static_cast<double>(bytes) / s["save_deflate"] / 1e9;

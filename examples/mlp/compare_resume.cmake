@@ -1,5 +1,6 @@
-# 200 steps in one process vs 100 steps, stop, then --resume to 200 in a new process: the
-# final_state_digest lines (model + optimizer tensors) must be equal.
+# 200 steps in one process vs 100 steps, stop, then --resume to 200 in a new process (with
+# synchronous and with --async checkpoints): the final_state_digest lines (model + optimizer
+# tensors) must be equal.
 file(REMOVE_RECURSE "${WORK}")
 function(run_example out_var)
   execute_process(COMMAND "${EXAMPLE}" ${ARGN} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
@@ -14,6 +15,12 @@ run_example(first_half --ckpt-dir "${WORK}/split" --steps 100)
 run_example(resumed --ckpt-dir "${WORK}/split" --steps 200 --resume)
 if(straight STREQUAL "" OR NOT straight STREQUAL resumed)
   message(FATAL_ERROR "straight: '${straight}', resumed: '${resumed}'")
+endif()
+# The same with background saves: the digest must not change.
+run_example(async_first_half --ckpt-dir "${WORK}/async" --steps 100 --async)
+run_example(async_resumed --ckpt-dir "${WORK}/async" --steps 200 --resume --async)
+if(NOT async_resumed STREQUAL straight)
+  message(FATAL_ERROR "straight: '${straight}', resumed with --async: '${async_resumed}'")
 endif()
 if(first_half STREQUAL straight)
   message(FATAL_ERROR "the first half already equals the full run: the test proves nothing")

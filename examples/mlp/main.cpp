@@ -4,9 +4,10 @@
 //
 //   mlp_example [--out mlp.zanj] [--hidden-dim 20] [--steps 100]
 //   mlp_example --read some.zanj      # print MyNN's output for a fixed input as JSON
-//   mlp_example --ckpt-dir runs/a --steps 200 [--save-every 10] [--resume]
+//   mlp_example --ckpt-dir runs/a --steps 200 [--save-every 10] [--resume] [--async]
 //                                     # resumable run: checkpoints every K steps, keeps the
-//                                     # last 3, --resume continues from the latest one
+//                                     # last 3, --resume continues from the latest one,
+//                                     # --async saves in the background while training goes on
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -110,7 +111,7 @@ std::string digest(const mlp::MyNN& model, const torch::optim::Optimizer& optimi
 }
 
 int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, int64_t steps,
-                  int64_t save_every) {
+                  int64_t save_every, bool background) {
   zanj::CheckpointPolicy policy;
   policy.save_every = save_every;
   policy.keep_last = 3;
@@ -150,9 +151,15 @@ int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, 
     state.samples_seen += 32;
     model->training_records()["loss"].push_back(loss.item<double>());
     if (manager.due(state.step) || state.step == steps) {
-      manager.save(*model, *optimizer, scheduler.get(), state);
+      if (background) {
+        // Returns once the state is copied aside; the next steps run while it is written.
+        manager.save_async(*model, *optimizer, scheduler.get(), state);
+      } else {
+        manager.save(*model, *optimizer, scheduler.get(), state);
+      }
     }
   }
+  manager.wait();  // the last checkpoint is in place (rethrows a failed background save)
   const auto& losses = model->training_records()["loss"];
   std::cout << "trained to step " << state.step << ", last loss " << losses.back().get<double>()
             << "; latest checkpoint " << manager.latest()->path << "\n";
@@ -190,10 +197,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_flag("--resume", resume, "continue from the latest checkpoint in --ckpt-dir");
+  bool background = false;
+  app.add_flag("--async", background,
+               "with --ckpt-dir: save checkpoints in the background (training goes on meanwhile)");
   CLI11_PARSE(app, argc, argv);
   try {
     if (!read_path.empty()) return read_and_print(read_path);
-    if (!ckpt_dir.empty()) return resumable_run(ckpt_dir, resume, hidden_dim, steps, save_every);
+    if (!ckpt_dir.empty()) return resumable_run(ckpt_dir, resume, hidden_dim, steps, save_every,
+                                              background);
     if (resume) {
       std::cerr << "error: --resume needs --ckpt-dir\n";
       return 2;
