@@ -276,3 +276,40 @@ TEST(CrashSafetyTest, SigkillDuringABackgroundSaveKeepsTheLatestCheckpoint) {
 }
 
 }  // namespace
+
+namespace {
+
+// The README's "Saves that do not stop training" snippet, as written there.
+TEST(ReadmeTest, BackgroundSavesSnippet) {
+  TempDir dir;
+  const auto cwd = zanj_test::fs::current_path();
+  zanj_test::fs::current_path(dir.path());
+  torch::manual_seed(6);
+  auto model = std::make_shared<TrainNet>(TrainNetConfig{});
+  auto optimizer = zanj_test::make_optimizer("SGD", *model);
+  auto scheduler = std::make_unique<zanj::StepLR>(*optimizer, 3, 0.5);
+  zanj::TrainingState state;
+  zanj::CheckpointManager manager("runs/a", {});
+  auto train_more = [&] {
+    optimizer->zero_grad();
+    model->forward(torch::randn({4, 8})).sum().backward();
+    optimizer->step();
+  };
+  const auto before = zanj::state_digest(zanj::state_dict(*model));
+  // --- snippet ---
+  zanj::AsyncSaver saver;  // keeps one staging copy of the state, reused save after save
+  auto handle = saver.save_checkpoint("run.zanj", *model, *optimizer, scheduler.get(), state);
+  train_more();            // parameters and optimizer state may change at once
+  handle.wait();           // optional: the file is in place; rethrows a failed save
+
+  // with a manager: the index and pruning happen on the writer thread too
+  manager.save_async(*model, *optimizer, scheduler.get(), state);
+  manager.wait();          // e.g. before exiting
+  // --- end ---
+  EXPECT_EQ(zanj::state_digest(zanj::state_dict(*TrainNet::read("run.zanj"))), before);
+  EXPECT_NE(zanj::state_digest(zanj::state_dict(*model)), before);
+  EXPECT_TRUE(manager.latest());
+  zanj_test::fs::current_path(cwd);
+}
+
+}  // namespace
