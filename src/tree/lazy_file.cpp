@@ -27,6 +27,20 @@ std::string_view tensor_tag(const ojson& j) {
   return tensor ? t : std::string_view();
 }
 
+// Elements x item size of a listed tensor, refusing shapes whose product overflows.
+std::uint64_t data_bytes(const TensorInfo& info, const std::string& file) {
+  std::uint64_t count = 1, bytes = 0;
+  for (auto d : info.shape) {
+    if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(d), &count)) {
+      detail::throw_format_error(file, info.key, "shape product overflows");
+    }
+  }
+  if (__builtin_mul_overflow(count, c10::elementSize(info.dtype), &bytes)) {
+    detail::throw_format_error(file, info.key, "shape product overflows");
+  }
+  return bytes;
+}
+
 std::vector<std::string> split_key(const std::string& key) {
   std::vector<std::string> parts;
   std::size_t start = 0;
@@ -156,15 +170,7 @@ bool LazyFile::open_indexed() {
           detail::throw_format_error(
               file, key, "'$ref' names entry " + info.entry + ", which the archive does not contain");
         }
-        std::uint64_t count = 1;
-        for (auto d : info.shape) {
-          if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(d), &count)) {
-            detail::throw_format_error(file, key, "shape product overflows");
-          }
-        }
-        if (__builtin_mul_overflow(count, c10::elementSize(info.dtype), &info.bytes)) {
-          detail::throw_format_error(file, key, "shape product overflows");
-        }
+        info.bytes = data_bytes(info, file);
         if (!index_.emplace(info.key, tensors_.size()).second) {
           ok = false;  // duplicate keys: the full path decides which one counts
           return;
@@ -223,15 +229,7 @@ void LazyFile::open_documents() {
               if (external && ref != j.end() && ref->is_string())
                 info.entry = ref->get<std::string>();
             }
-            std::uint64_t count = 1;
-            for (auto d : info.shape) {
-              if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(d), &count)) {
-                detail::throw_format_error(file, key, "shape product overflows");
-              }
-            }
-            if (__builtin_mul_overflow(count, c10::elementSize(info.dtype), &info.bytes)) {
-              detail::throw_format_error(file, key, "shape product overflows");
-            }
+            info.bytes = data_bytes(info, file);
             f.index_.emplace(info.key, f.tensors_.size());
             f.tensors_.push_back(std::move(info));
             f.pointers_.push_back(ptr);
