@@ -6,13 +6,12 @@
 #include <cmath>
 #include <configured_model/configured_model.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <optional>
 #include <sstream>
-
-#include "pt_archive.hpp"
 
 namespace {
 
@@ -74,10 +73,11 @@ zanj::ProgressCallback progress_for(const std::string& label) {
   };
 }
 
+// Any format the library reads (.zanj, Python and libtorch .pt, safetensors) as a tree.
 zanj::Node read_tree(const std::string& file) {
   zanj::ReadOptions options;
   options.progress = progress_for("reading " + file);
-  return zanj::read(file, options);
+  return zanj::read_weights(file, options);
 }
 
 // The tensor at KEY read alone, through LazyFile: only the JSON index and that tensor's entry
@@ -85,6 +85,13 @@ zanj::Node read_tree(const std::string& file) {
 // not a tensor the index lists (a subtree, a tensor inside an external list): then the caller
 // reads the whole tree.
 std::optional<torch::Tensor> lazy_tensor(const std::string& file, const std::string& key) {
+  const auto format = zanj::detect_format(file);
+  if (format == zanj::WeightsFormat::kSafetensors) {
+    const auto st = zanj::SafetensorsFile::open(file);
+    if (!st.find(key)) return std::nullopt;
+    return st.read_tensor(key);
+  }
+  if (format != zanj::WeightsFormat::kZanj) return std::nullopt;
   const auto lazy = zanj::LazyFile::open(file);
   if (!lazy.find(key)) return std::nullopt;
   return lazy.tensor(key);
@@ -240,7 +247,50 @@ void walk_json(const ojson& j, const std::string& key, const zanj::ArchiveReader
   rows.push_back({key, type, "", "", "inline", 0});
 }
 
+// Rows for a tree read whole (the formats without a JSON index).
+void walk_node(const zanj::Node& n, const std::string& key, std::vector<Row>& rows) {
+  const auto child = [&](const std::string& k) { return key.empty() ? k : key + "/" + k; };
+  if (n.is_tensor()) {
+    const auto& t = n.tensor();
+    rows.push_back({key, "tensor", c10::str(t.sizes()), zanj::torch_dtype_name(t.scalar_type()),
+                    "", static_cast<std::uint64_t>(t.numel()) * t.element_size()});
+  } else if (n.is_dict()) {
+    rows.push_back({key.empty() ? "<root>" : key, "dict", "[" + std::to_string(n.size()) + "]",
+                    "", "", 0});
+    for (const auto& [k, v] : n.as_dict()) walk_node(v, child(k), rows);
+  } else if (n.is_list()) {
+    rows.push_back({key, "list", "[" + std::to_string(n.size()) + "]", "", "", 0});
+    for (std::size_t i = 0; i < n.size(); ++i) walk_node(n.at(i), child(std::to_string(i)), rows);
+  } else {
+    const auto& j = n.scalar();
+    rows.push_back({key, j.is_number_integer() ? "int" : j.is_number_float() ? "float"
+                         : j.is_string() ? "str" : j.type_name(), "", "", "", 0});
+  }
+}
+
+std::vector<Row> foreign_rows(const std::string& file, zanj::WeightsFormat format) {
+  std::vector<Row> rows;
+  if (format == zanj::WeightsFormat::kSafetensors) {  // the header alone
+    const auto st = zanj::SafetensorsFile::open(file);
+    for (const auto& t : st.tensors()) {
+      rows.push_back({t.key, "tensor", c10::str(c10::IntArrayRef(t.shape)),
+                      zanj::torch_dtype_name(t.dtype),
+                      "safetensors " + std::filesystem::path(t.file).filename().string(), t.bytes});
+    }
+    return rows;
+  }
+  walk_node(read_tree(file), "", rows);
+  const std::string storage = zanj::format_name(format);
+  for (auto& r : rows) r.storage = storage;
+  return rows;
+}
+
 int cmd_ls(const std::string& file) {
+  const auto format = zanj::detect_format(file);
+  std::vector<Row> rows;
+  if (format != zanj::WeightsFormat::kZanj) {
+    rows = foreign_rows(file, format);
+  } else {
   const auto archive = zanj::ArchiveReader::open(file);
   if (!archive.contains(zanj::kTreeEntry))
     throw zanj::FormatError(file + ": __zanj__.json: missing");
@@ -250,8 +300,8 @@ int cmd_ls(const std::string& file) {
     externals_info = zanj::parse_json(archive.read(zanj::kMetaEntry), file, zanj::kMetaEntry)
                          .value("externals_info", ojson());
   }
-  std::vector<Row> rows;
   walk_json(tree, "", archive, externals_info, rows);
+  }
   if (g_json) {
     ojson out = ojson::array();
     for (const auto& r : rows) {
@@ -359,8 +409,44 @@ int cmd_meta(const std::string& file) {
 
 // ---- verify ----
 
+// A foreign file is sound when it reads whole: every CRC (torch.save), the header rules and
+// every tensor's bytes (safetensors), libtorch's own checks.
+zanj::VerifyReport verify_foreign(const std::string& file, zanj::WeightsFormat format) {
+  zanj::VerifyReport report;
+  try {
+    if (format == zanj::WeightsFormat::kTorch) {
+      zanj::ArchiveLimits limits;
+      limits.check_consistency = true;
+      const auto archive = zanj::ArchiveReader::open(file, limits);
+      report.entries = archive.entries().size();
+      for (const auto& e : archive.entries()) report.bytes += e.size;
+    } else if (format == zanj::WeightsFormat::kSafetensors) {
+      const auto st = zanj::SafetensorsFile::open(file);
+      report.entries = st.tensors().size();
+    }
+    zanj::ReadOptions options;
+    const auto root = format == zanj::WeightsFormat::kSafetensors
+                          ? zanj::SafetensorsFile::open(file).read_all(/*mmap=*/false)
+                          : zanj::read_weights(file, options);
+    for (const auto& [k, t] : zanj::flatten_tensors(root, true)) {
+      ++report.tensors;
+      if (format != zanj::WeightsFormat::kTorch) {
+        report.bytes += static_cast<std::uint64_t>(t.numel()) * t.element_size();
+      }
+    }
+    if (format == zanj::WeightsFormat::kLibtorch) report.entries = report.tensors;
+    report.ok = true;
+  } catch (const zanj::Error& e) {
+    report.ok = false;
+    report.problems.push_back(e.what());
+  }
+  return report;
+}
+
 int cmd_verify(const std::string& file) {
-  const auto report = zanj::verify(file);
+  const auto format = zanj::detect_format(file);
+  const auto report =
+      format == zanj::WeightsFormat::kZanj ? zanj::verify(file) : verify_foreign(file, format);
   if (g_json) {
     std::cout << zanj::dump_json({{"ok", report.ok},
                                   {"entries", report.entries},
@@ -490,19 +576,54 @@ int cmd_extract(const std::string& file, const std::string& key, const std::stri
   return 0;
 }
 
-void flatten(const zanj::Node& n, const std::string& prefix, zanj::StateDict& out) {
-  if (n.is_tensor()) {
-    out.emplace_back(prefix, n.tensor());
-  } else if (n.is_dict()) {
-    for (const auto& [k, v] : n.as_dict()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
-  } else if (n.is_list()) {
-    for (std::size_t i = 0; i < n.size(); ++i)
-      flatten(n.at(i), prefix.empty() ? std::to_string(i) : prefix + "." + std::to_string(i), out);
+// Renames "FROM=TO" (a regular expression and its replacement) applied to every tensor's key.
+zanj::KeyMap key_map(const std::vector<std::string>& renames) {
+  zanj::KeyMap keys;
+  for (const auto& r : renames) {
+    const auto eq = r.find('=');
+    if (eq == std::string::npos) throw zanj::UsageError("--rename '" + r + "': expected FROM=TO");
+    keys.rename(r.substr(0, eq), r.substr(eq + 1));
   }
+  return keys;
+}
+
+int cmd_convert(const std::string& in, const std::string& out, const std::string& to,
+                const std::vector<std::string>& renames) {
+  const zanj::WeightsFormat format =
+      to.empty() ? zanj::format_for_extension(out) : zanj::parse_format_name(to);
+  zanj::Node root = read_tree(in);
+  const bool tensors_only =
+      format == zanj::WeightsFormat::kSafetensors || format == zanj::WeightsFormat::kLibtorch;
+  // Formats of named tensors take the state dict of a model or checkpoint file.
+  if (tensors_only && !zanj::flatten_tensors(root, true).empty()) {
+    try {
+      root = zanj::find_state_dict(root, "", in);
+    } catch (const zanj::FormatError&) {
+      // no state dict: the whole tree is flattened (and must hold only tensors)
+    }
+  }
+  if (!renames.empty()) {
+    const auto keys = key_map(renames);
+    zanj::Node::Dict renamed;
+    for (auto& [k, t] : zanj::flatten_tensors(root, tensors_only ? false : true)) {
+      const auto name = keys.apply(k);
+      if (!name) continue;
+      for (const auto& [existing, unused] : renamed) {
+        if (existing == *name) throw zanj::FormatError(in + ": " + k + ": renamed to '" + *name + "', which another key already has");
+      }
+      renamed.emplace_back(*name, zanj::Node(t));
+    }
+    root = zanj::Node(std::move(renamed));
+  }
+  zanj::SaveOptions options;
+  options.progress = progress_for("writing " + out);
+  zanj::save_weights(root, out, format, options);
+  std::cerr << "converted " << in << " to " << out << " (" << zanj::format_name(format) << ")\n";
+  return 0;
 }
 
 int cmd_import_pt(const std::string& in, const std::string& out) {
-  const auto tensors = zanj_cli::read_pt(in);
+  const auto tensors = zanj::read_libtorch(in);
   zanj::Node root = zanj::Node::dict();
   zanj::Node sd = zanj::Node::dict();
   for (const auto& [name, t] : tensors) sd.as_dict().emplace_back(name, zanj::Node(t));
@@ -517,10 +638,9 @@ int cmd_import_pt(const std::string& in, const std::string& out) {
 
 int cmd_export_pt(const std::string& in, const std::string& out) {
   const auto root = read_tree(in);
-  zanj::StateDict tensors;
   const zanj::Node* sd = root.is_dict() ? root.find("state_dict") : nullptr;
-  flatten(sd ? *sd : root, "", tensors);
-  zanj_cli::write_pt(tensors, out);
+  const zanj::StateDict tensors = zanj::flatten_tensors(sd ? *sd : root, true);
+  zanj::save_libtorch(tensors, out);
   std::cerr << "exported " << tensors.size() << " tensors from " << in << " to " << out << "\n";
   return 0;
 }
@@ -569,10 +689,26 @@ int main(int argc, char** argv) {
                                        "(torch::load(module, OUT) loads it)");
   export_pt->add_option("IN", file)->required();
   export_pt->add_option("OUT", out)->required();
+  std::string to;
+  std::vector<std::string> renames;
+  auto* convert = app.add_subcommand(
+      "convert", "convert between .zanj, Python .pt, libtorch .pt and .safetensors");
+  convert->add_option("IN", file, ".zanj, .pt (Python's or libtorch's), .safetensors or a "
+                                  "*.safetensors.index.json")->required();
+  convert->add_option("OUT", out, "output; its extension gives the format unless --to does")
+      ->required();
+  convert->add_option("--to", to, "zanj, pt (Python torch.save), libtorch-pt or safetensors")
+      ->check(CLI::IsMember({"zanj", "pt", "libtorch-pt", "safetensors"}));
+  convert->add_option("--rename", renames,
+                      "FROM=TO: rename tensor keys by regular expression (repeatable)");
   for (auto* sub : app.get_subcommands({}))
     sub->add_flag("--json", g_json, "machine-readable JSON output");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is a success; every usage error exits 2
+  }
   try {
     if (*ls) return cmd_ls(file);
     if (*show) return cmd_show(file, key, first_n);
@@ -582,6 +718,7 @@ int main(int argc, char** argv) {
     if (*extract) return cmd_extract(file, key, out);
     if (*import_pt) return cmd_import_pt(file, out);
     if (*export_pt) return cmd_export_pt(file, out);
+    if (*convert) return cmd_convert(file, out, to, renames);
   } catch (const zanj::Error& e) {
     std::cerr << "zanj: " << e.what() << "\n";
     return 2;

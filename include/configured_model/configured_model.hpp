@@ -27,10 +27,13 @@
 #include "configured_model/node.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/options.hpp"
+#include "configured_model/safetensors.hpp"
 #include "configured_model/state_dict.hpp"
+#include "configured_model/torch_file.hpp"
 #include "configured_model/training_state.hpp"
 #include "configured_model/verify.hpp"
 #include "configured_model/version.hpp"
+#include "configured_model/weights.hpp"
 
 namespace zanj {
 namespace detail {

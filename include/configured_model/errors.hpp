@@ -29,6 +29,14 @@ class FormatError : public Error {
   using Error::Error;
 };
 
+/// A file asks for what a weights-only load never does: a pickle naming a global outside the
+/// allow-list (`os.system`, `builtins.eval`, ...) or building an arbitrary object. Nothing the
+/// file names was run.
+class UnsafeContentError : public FormatError {
+ public:
+  using FormatError::FormatError;
+};
+
 /// A model config could not be converted from or to JSON (missing field, wrong JSON type), or a
 /// name in it (activation, loss) is not registered.
 class ConfigError : public Error {

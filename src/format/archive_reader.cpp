@@ -134,7 +134,9 @@ struct ArchiveReader::Impl {
     std::uint64_t cd_end = tail_at + end;
     const bool maybe64 = count == kMax16 || cd_size == kMax32 || cd_offset == kMax32;
     bool have64 = false;
-    if (maybe64 && tail_at + end >= kEnd64LocatorBytes) {
+    // A zip64 locator may precede the end record even when no field overflows (PyTorch's
+    // writer always adds one); then the zip64 record is authoritative and must agree.
+    if (tail_at + end >= kEnd64LocatorBytes) {
       const std::string loc =
           pread_string(tail_at + end - kEnd64LocatorBytes, kEnd64LocatorBytes, "");
       have64 = get_le(loc.data(), 4) == kEnd64LocatorSig;
@@ -142,9 +144,16 @@ struct ArchiveReader::Impl {
         const std::uint64_t end64 = get_le(&loc[8], 8);
         const std::string rec = pread_string(end64, kEnd64Bytes, "");
         if (get_le(rec.data(), 4) != kEnd64Sig) fail("", "zip64 end record missing");
-        count = get_le(&rec[32], 8);
-        cd_size = get_le(&rec[40], 8);
-        cd_offset = get_le(&rec[48], 8);
+        const std::uint64_t count64 = get_le(&rec[32], 8);
+        const std::uint64_t size64 = get_le(&rec[40], 8);
+        const std::uint64_t offset64 = get_le(&rec[48], 8);
+        if ((count != kMax16 && count != count64) || (cd_size != kMax32 && cd_size != size64) ||
+            (cd_offset != kMax32 && cd_offset != offset64)) {
+          fail("", "zip64 end record disagrees with the end of central directory record");
+        }
+        count = count64;
+        cd_size = size64;
+        cd_offset = offset64;
         cd_end = end64;
       }
     }

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: MIT
-#include "pt_archive.hpp"
-
+// libtorch's own archives (torch::save of a module or an OutputArchive) <-> named tensors,
+// through libtorch's serializer.
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
-#include <configured_model/errors.hpp>
 #include <map>
 #include <memory>
 
-namespace zanj_cli {
+#include "configured_model/errors.hpp"
+#include "configured_model/torch_file.hpp"
+
+namespace zanj {
 namespace {
 
 void read_level(torch::serialize::InputArchive& archive, const std::string& prefix,
-                zanj::StateDict& out) {
+                StateDict& out) {
   for (const auto& key : archive.keys()) {
     torch::Tensor t;
     if (archive.try_read(key, t) || archive.try_read(key, t, /*is_buffer=*/true)) {
@@ -64,19 +66,19 @@ void write_level(Level& level, torch::serialize::OutputArchive& archive) {
 
 }  // namespace
 
-zanj::StateDict read_pt(const std::string& path) {
+StateDict read_libtorch(const std::string& path) {
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
-    throw zanj::FormatError(path + ": not a libtorch archive: " + e.what_without_backtrace());
+    throw FormatError(path + ": not a libtorch archive: " + e.what_without_backtrace());
   }
-  zanj::StateDict out;
+  StateDict out;
   read_level(archive, "", out);
   return out;
 }
 
-void write_pt(const zanj::StateDict& tensors, const std::string& path) {
+void save_libtorch(const StateDict& tensors, const std::string& path) {
   Level root;
   for (const auto& [name, t] : tensors) {
     Level* level = &root;
@@ -98,8 +100,8 @@ void write_pt(const zanj::StateDict& tensors, const std::string& path) {
   try {
     archive.save_to(path);
   } catch (const c10::Error& e) {
-    throw zanj::IoError(path + ": cannot write: " + e.what_without_backtrace());
+    throw IoError(path + ": cannot write: " + e.what_without_backtrace());
   }
 }
 
-}  // namespace zanj_cli
+}  // namespace zanj

@@ -1,0 +1,832 @@
+// SPDX-License-Identifier: MIT
+// The restricted unpickler and the protocol-2 pickler of torch.save payloads (see pickle.hpp).
+#include "pickle.hpp"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+#include "configured_model/errors.hpp"
+
+namespace zanj::detail {
+namespace {
+
+using Kind = PyObject::Kind;
+
+struct StorageType {
+  const char* name;
+  c10::ScalarType dtype;
+};
+
+// torch.<Name>Storage as torch.save names them; UntypedStorage holds bytes.
+constexpr StorageType kStorageTypes[] = {
+    {"FloatStorage", c10::kFloat},         {"DoubleStorage", c10::kDouble},
+    {"HalfStorage", c10::kHalf},           {"BFloat16Storage", c10::kBFloat16},
+    {"LongStorage", c10::kLong},           {"IntStorage", c10::kInt},
+    {"ShortStorage", c10::kShort},         {"CharStorage", c10::kChar},
+    {"ByteStorage", c10::kByte},           {"BoolStorage", c10::kBool},
+    {"ComplexFloatStorage", c10::kComplexFloat},
+    {"ComplexDoubleStorage", c10::kComplexDouble},
+    {"UntypedStorage", c10::kByte},
+};
+
+struct DtypeGlobal {
+  const char* name;
+  c10::ScalarType dtype;
+};
+constexpr DtypeGlobal kDtypeGlobals[] = {
+    {"float32", c10::kFloat}, {"float64", c10::kDouble}, {"float16", c10::kHalf},
+    {"bfloat16", c10::kBFloat16}, {"int64", c10::kLong}, {"int32", c10::kInt},
+    {"int16", c10::kShort}, {"int8", c10::kChar}, {"uint8", c10::kByte}, {"bool", c10::kBool},
+    {"complex64", c10::kComplexFloat}, {"complex128", c10::kComplexDouble},
+};
+
+// Globals a weights-only payload may name (PyTorch's weights_only allow-list, less what
+// state dicts never hold). Everything else is refused before anything is built.
+bool allowed_global(const std::string& module, const std::string& name) {
+  if (module == "collections" && name == "OrderedDict") return true;
+  if (module == "torch._utils") {
+    return name == "_rebuild_tensor_v2" || name == "_rebuild_parameter" ||
+           name == "_rebuild_parameter_with_state";
+  }
+  if (module == "torch") {
+    if (name == "Size" || name == "device") return true;
+    for (const auto& s : kStorageTypes) if (name == s.name) return true;
+    for (const auto& d : kDtypeGlobals) if (name == d.name) return true;
+  }
+  return false;
+}
+
+PyRef make(Kind kind) {
+  auto o = std::make_shared<PyObject>();
+  o->kind = kind;
+  return o;
+}
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kNone: return "None";
+    case Kind::kBool: return "bool";
+    case Kind::kInt: return "int";
+    case Kind::kFloat: return "float";
+    case Kind::kStr: return "str";
+    case Kind::kBytes: return "bytes";
+    case Kind::kTuple: return "tuple";
+    case Kind::kList: return "list";
+    case Kind::kDict: return "dict";
+    case Kind::kGlobal: return "global";
+    case Kind::kTensor: return "tensor";
+    case Kind::kStorage: return "storage";
+  }
+  return "?";
+}
+
+class Unpickler {
+ public:
+  Unpickler(std::string_view bytes, const std::string& file, const std::string& entry,
+            const StorageLoader& loader, const PickleLimits& limits)
+      : data_(bytes), file_(file), entry_(entry), loader_(loader), limits_(limits) {}
+
+  PyRef run() {
+    while (true) {
+      const std::size_t at = pos_;
+      const auto op = static_cast<unsigned char>(byte());
+      op_at_ = at;
+      if (op == '.') break;  // STOP
+      step(op);
+    }
+    if (stack_.size() != 1 || !marks_.empty()) fail("STOP with " + std::to_string(stack_.size()) +
+                                                    " values on the stack (expected 1)");
+    if (pos_ != data_.size()) {
+      fail(std::to_string(data_.size() - pos_) + " bytes after STOP (expected none)");
+    }
+    return stack_.back();
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    detail::throw_format_error(file_, entry_, "pickle at byte " + std::to_string(op_at_) + ": " + what);
+  }
+
+  char byte() {
+    if (pos_ >= data_.size()) fail("truncated (expected more bytes before STOP)");
+    return data_[pos_++];
+  }
+  std::string_view take(std::uint64_t n) {
+    if (n > data_.size() - pos_) {
+      fail("truncated: a length of " + std::to_string(n) + " runs past the end (" +
+           std::to_string(data_.size() - pos_) + " bytes left)");
+    }
+    auto s = data_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  std::uint64_t uint_le(int n) {
+    const auto s = take(n);
+    std::uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(s[i]);
+    return v;
+  }
+  std::string line() {
+    const auto end = data_.find('\n', pos_);
+    if (end == std::string_view::npos) fail("truncated (expected a newline-terminated argument)");
+    std::string s(data_.substr(pos_, end - pos_));
+    pos_ = end + 1;
+    return s;
+  }
+
+  void push(PyRef v) {
+    if (stack_.size() >= limits_.max_stack) fail("stack limit reached");
+    stack_.push_back(std::move(v));
+  }
+  PyRef pop() {
+    if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) {
+      fail("pop from an empty stack");
+    }
+    auto v = std::move(stack_.back());
+    stack_.pop_back();
+    return v;
+  }
+  PyRef& top() {
+    if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) {
+      fail("empty stack");
+    }
+    return stack_.back();
+  }
+  std::vector<PyRef> pop_mark() {
+    if (marks_.empty()) fail("no MARK to pop to");
+    const std::size_t m = marks_.back();
+    marks_.pop_back();
+    std::vector<PyRef> items(std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(m)),
+                             std::make_move_iterator(stack_.end()));
+    stack_.resize(m);
+    return items;
+  }
+  PyRef tuple(std::vector<PyRef> items) {
+    auto t = make(Kind::kTuple);
+    t->items = std::move(items);
+    return t;
+  }
+  PyRef expect(PyRef v, Kind kind, const char* what) {
+    if (v->kind != kind) {
+      fail(std::string(what) + ": expected " + kind_name(kind) + ", found " + kind_name(v->kind));
+    }
+    return v;
+  }
+  void memo_put(std::uint64_t index) { memo_[index] = top(); }
+  void memo_get(std::uint64_t index) {
+    const auto it = memo_.find(index);
+    if (it == memo_.end()) fail("memo index " + std::to_string(index) + " was never stored");
+    push(it->second);
+  }
+
+  void add_global(const std::string& module, const std::string& name) {
+    if (!allowed_global(module, name)) {
+      throw UnsafeContentError(detail::message(
+          file_, entry_,
+          "global '" + module + "." + name +
+              "' is not allowed: only tensors, containers and plain values are loaded and no "
+              "code a file names is run (PyTorch's weights_only policy)"));
+    }
+    auto g = make(Kind::kGlobal);
+    g->text = module + "." + name;
+    push(std::move(g));
+  }
+
+  void append_to(const PyRef& list, std::vector<PyRef> items) {
+    if (list->kind != Kind::kList) fail(std::string("APPEND(S) to a ") + kind_name(list->kind));
+    for (auto& i : items) list->items.push_back(std::move(i));
+  }
+  void set_items(const PyRef& dict, std::vector<PyRef> kv) {
+    if (dict->kind != Kind::kDict) fail(std::string("SETITEM(S) on a ") + kind_name(dict->kind));
+    if (kv.size() % 2 != 0) fail("SETITEMS with an odd number of values");
+    for (std::size_t i = 0; i < kv.size(); i += 2) {
+      const PyRef& k = kv[i];
+      if (k->kind != Kind::kStr && k->kind != Kind::kInt && k->kind != Kind::kBool &&
+          k->kind != Kind::kNone && k->kind != Kind::kFloat) {
+        fail(std::string("dict key of type ") + kind_name(k->kind) + " (expected str or int)");
+      }
+      bool replaced = false;
+      for (auto& [ek, ev] : dict->entries) {  // same key again: Python keeps the last value
+        if (ek->kind == k->kind && ek->text == k->text && ek->integer == k->integer &&
+            ek->boolean == k->boolean && ek->floating == k->floating) {
+          ev = kv[i + 1];
+          replaced = true;
+          break;
+        }
+      }
+      if (!replaced) dict->entries.emplace_back(k, kv[i + 1]);
+    }
+  }
+
+  std::int64_t as_int(const PyRef& v, const char* what) {
+    if (v->kind == Kind::kBool) return v->boolean ? 1 : 0;
+    return expect(v, Kind::kInt, what)->integer;
+  }
+  std::vector<std::int64_t> int_tuple(const PyRef& v, const char* what) {
+    if (v->kind != Kind::kTuple && v->kind != Kind::kList) {
+      fail(std::string(what) + ": expected a tuple of ints, found " + kind_name(v->kind));
+    }
+    std::vector<std::int64_t> out;
+    for (const auto& i : v->items) out.push_back(as_int(i, what));
+    return out;
+  }
+
+  PyRef load_persistent(const PyRef& pid) {
+    if (pid->kind != Kind::kTuple || pid->items.size() < 5 || pid->items[0]->kind != Kind::kStr ||
+        pid->items[0]->text != "storage") {
+      fail("persistent id is not ('storage', type, key, location, numel)");
+    }
+    const auto& type = pid->items[1];
+    if (type->kind != Kind::kGlobal) fail("persistent id: storage type is not a global");
+    c10::ScalarType dtype = c10::kByte;
+    bool found = false;
+    for (const auto& s : kStorageTypes) {
+      if (type->text == std::string("torch.") + s.name) dtype = s.dtype, found = true;
+    }
+    if (!found) fail("persistent id: '" + type->text + "' is not a storage type");
+    const std::string key = expect(pid->items[2], Kind::kStr, "storage key")->text;
+    const std::int64_t numel = as_int(pid->items[4], "storage numel");
+    if (numel < 0) fail("storage " + key + ": negative size " + std::to_string(numel));
+    auto& cached = storages_[key];
+    if (!cached) {
+      cached = make(Kind::kStorage);
+      cached->tensor = loader_(key, dtype, numel);
+    } else if (cached->tensor.scalar_type() != dtype || cached->tensor.numel() != numel) {
+      fail("storage " + key + " is named twice with different types or sizes");
+    }
+    return cached;
+  }
+
+  PyRef rebuild_tensor(const std::vector<PyRef>& a) {
+    if (a.size() < 4) fail("_rebuild_tensor_v2 with " + std::to_string(a.size()) + " arguments");
+    const auto storage = expect(a[0], Kind::kStorage, "_rebuild_tensor_v2 storage");
+    const std::int64_t offset = as_int(a[1], "storage offset");
+    const auto size = int_tuple(a[2], "tensor size");
+    const auto stride = int_tuple(a[3], "tensor stride");
+    if (size.size() != stride.size()) {
+      fail("size has " + std::to_string(size.size()) + " dimensions but stride " +
+           std::to_string(stride.size()));
+    }
+    const std::int64_t numel = storage->tensor.numel();
+    if (offset < 0 || offset > numel) {
+      fail("storage offset " + std::to_string(offset) + " outside a storage of " +
+           std::to_string(numel) + " elements");
+    }
+    // The last element the view touches must lie inside the storage (computed without overflow).
+    bool empty = false;
+    for (auto s : size) {
+      if (s < 0) fail("negative size in " + detail::shape_text(size));
+      if (s == 0) empty = true;
+    }
+    if (!empty) {
+      std::uint64_t last = static_cast<std::uint64_t>(offset);
+      bool overflow = false;
+      for (std::size_t d = 0; d < size.size(); ++d) {
+        if (stride[d] < 0) fail("negative stride in " + detail::shape_text(stride));
+        std::uint64_t step = 0;
+        overflow |= __builtin_mul_overflow(static_cast<std::uint64_t>(size[d] - 1),
+                                           static_cast<std::uint64_t>(stride[d]), &step);
+        overflow |= __builtin_add_overflow(last, step, &last);
+      }
+      if (overflow || last >= static_cast<std::uint64_t>(numel)) {
+        fail("a tensor of size " + detail::shape_text(size) + ", stride " +
+             detail::shape_text(stride) + " at offset " + std::to_string(offset) +
+             " reaches past its storage of " + std::to_string(numel) + " elements");
+      }
+    }
+    auto t = make(Kind::kTensor);
+    t->tensor = storage->tensor.as_strided(size, stride, offset);
+    return t;
+  }
+
+  PyRef reduce(const PyRef& callable, const PyRef& args) {
+    if (callable->kind != Kind::kGlobal) fail("REDUCE of a non-global");
+    if (args->kind != Kind::kTuple) fail("REDUCE arguments are not a tuple");
+    const auto& a = args->items;
+    const std::string& f = callable->text;
+    if (f == "collections.OrderedDict") {
+      auto d = make(Kind::kDict);
+      if (!a.empty()) {  // OrderedDict([(k, v), ...])
+        if (a.size() != 1 || (a[0]->kind != Kind::kList && a[0]->kind != Kind::kTuple)) {
+          fail("OrderedDict with arguments other than a list of pairs");
+        }
+        std::vector<PyRef> kv;
+        for (const auto& p : a[0]->items) {
+          if (p->kind != Kind::kTuple || p->items.size() != 2) fail("OrderedDict item is not a pair");
+          kv.push_back(p->items[0]);
+          kv.push_back(p->items[1]);
+        }
+        set_items(d, std::move(kv));
+      }
+      return d;
+    }
+    if (f == "torch._utils._rebuild_tensor_v2") return rebuild_tensor(a);
+    if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {
+      if (a.empty()) fail(f + " without arguments");
+      return expect(a[0], Kind::kTensor, "parameter data");
+    }
+    if (f == "torch.Size") {
+      if (a.size() != 1) fail("torch.Size with " + std::to_string(a.size()) + " arguments");
+      int_tuple(a[0], "torch.Size");
+      return tuple(a[0]->items);
+    }
+    if (f == "torch.device") {
+      auto s = make(Kind::kStr);
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        if (a[i]->kind == Kind::kStr) s->text += (i ? ":" : "") + a[i]->text;
+        else if (a[i]->kind == Kind::kInt) s->text += ":" + std::to_string(a[i]->integer);
+        else fail("torch.device argument of type " + std::string(kind_name(a[i]->kind)));
+      }
+      return s;
+    }
+    fail("'" + f + "' cannot be called");
+  }
+
+  void step(unsigned char op) {
+    switch (op) {
+      case 0x80: {  // PROTO
+        const auto v = static_cast<unsigned char>(byte());
+        if (v > 5) fail("pickle protocol " + std::to_string(v) + " (expected 0..5)");
+        break;
+      }
+      case 0x95: uint_le(8); break;  // FRAME: a length hint only
+      case '(': marks_.push_back(stack_.size()); break;  // MARK
+      case '0': pop(); break;                              // POP
+      case '1': pop_mark(); break;                         // POP_MARK
+      case '2': push(top()); break;                        // DUP
+      case 'N': push(make(Kind::kNone)); break;
+      case 0x88: case 0x89: {  // NEWTRUE, NEWFALSE
+        auto b = make(Kind::kBool);
+        b->boolean = op == 0x88;
+        push(std::move(b));
+        break;
+      }
+      case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
+        auto i = make(Kind::kInt);
+        if (op == 'K') i->integer = static_cast<std::int64_t>(uint_le(1));
+        else if (op == 'M') i->integer = static_cast<std::int64_t>(uint_le(2));
+        else i->integer = static_cast<std::int32_t>(static_cast<std::uint32_t>(uint_le(4)));
+        push(std::move(i));
+        break;
+      }
+      case 0x8a: case 0x8b: {  // LONG1, LONG4: little-endian two's complement
+        const std::uint64_t n = op == 0x8a ? uint_le(1) : uint_le(4);
+        if (n > 8) fail("integer of " + std::to_string(n) + " bytes (at most 8 are supported)");
+        const auto s = take(n);
+        std::uint64_t v = 0;
+        for (std::size_t k = n; k-- > 0;) v = (v << 8) | static_cast<unsigned char>(s[k]);
+        if (n > 0 && n < 8 && (static_cast<unsigned char>(s[n - 1]) & 0x80)) v |= ~0ULL << (8 * n);
+        auto i = make(Kind::kInt);
+        i->integer = static_cast<std::int64_t>(v);
+        push(std::move(i));
+        break;
+      }
+      case 'I': case 'L': {  // INT, LONG (text)
+        std::string s = line();
+        if (op == 'L' && !s.empty() && s.back() == 'L') s.pop_back();
+        if (op == 'I' && (s == "00" || s == "01")) {
+          auto b = make(Kind::kBool);
+          b->boolean = s == "01";
+          push(std::move(b));
+          break;
+        }
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || errno == ERANGE) fail("bad integer '" + s + "'");
+        auto i = make(Kind::kInt);
+        i->integer = v;
+        push(std::move(i));
+        break;
+      }
+      case 'G': {  // BINFLOAT: big-endian double
+        const auto s = take(8);
+        std::uint64_t bits = 0;
+        for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<unsigned char>(s[k]);
+        auto f = make(Kind::kFloat);
+        std::memcpy(&f->floating, &bits, 8);
+        push(std::move(f));
+        break;
+      }
+      case 'F': {  // FLOAT (text)
+        const std::string s = line();
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (s.empty() || *end != '\0') fail("bad float '" + s + "'");
+        auto f = make(Kind::kFloat);
+        f->floating = v;
+        push(std::move(f));
+        break;
+      }
+      case 'X': case 0x8c: case 0x8d:  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+      case 'T': case 'U':              // BINSTRING, SHORT_BINSTRING (Python 2 str)
+      case 'B': case 'C': case 0x8e: { // BINBYTES, SHORT_BINBYTES, BINBYTES8
+        const int width = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
+        const std::uint64_t n = uint_le(width);
+        auto s = make((op == 'B' || op == 'C' || op == 0x8e) ? Kind::kBytes : Kind::kStr);
+        s->text = std::string(take(n));
+        push(std::move(s));
+        break;
+      }
+      case ']': push(make(Kind::kList)); break;   // EMPTY_LIST
+      case '}': push(make(Kind::kDict)); break;   // EMPTY_DICT
+      case ')': push(tuple({})); break;           // EMPTY_TUPLE
+      case 'l': {                                  // LIST
+        auto l = make(Kind::kList);
+        l->items = pop_mark();
+        push(std::move(l));
+        break;
+      }
+      case 't': push(tuple(pop_mark())); break;   // TUPLE
+      case 'd': {                                  // DICT
+        auto d = make(Kind::kDict);
+        set_items(d, pop_mark());
+        push(std::move(d));
+        break;
+      }
+      case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+        const std::size_t n = op - 0x84;
+        std::vector<PyRef> items(n);
+        for (std::size_t k = n; k-- > 0;) items[k] = pop();
+        push(tuple(std::move(items)));
+        break;
+      }
+      case 'a': {  // APPEND
+        auto v = pop();
+        append_to(top(), {std::move(v)});
+        break;
+      }
+      case 'e': {  // APPENDS
+        auto items = pop_mark();
+        append_to(top(), std::move(items));
+        break;
+      }
+      case 's': {  // SETITEM
+        auto v = pop();
+        auto k = pop();
+        set_items(top(), {std::move(k), std::move(v)});
+        break;
+      }
+      case 'u': {  // SETITEMS
+        auto kv = pop_mark();
+        set_items(top(), std::move(kv));
+        break;
+      }
+      case 'q': memo_put(uint_le(1)); break;        // BINPUT
+      case 'r': memo_put(uint_le(4)); break;        // LONG_BINPUT
+      case 0x94: memo_put(memo_.size()); break;     // MEMOIZE
+      case 'p': {                                   // PUT (text)
+        const std::string s = line();
+        char* end = nullptr;
+        const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0') fail("bad memo index '" + s + "'");
+        memo_put(v);
+        break;
+      }
+      case 'h': memo_get(uint_le(1)); break;        // BINGET
+      case 'j': memo_get(uint_le(4)); break;        // LONG_BINGET
+      case 'g': {                                   // GET (text)
+        const std::string s = line();
+        char* end = nullptr;
+        const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0') fail("bad memo index '" + s + "'");
+        memo_get(v);
+        break;
+      }
+      case 'c': {  // GLOBAL "module\nname\n"
+        const std::string module = line();
+        const std::string name = line();
+        add_global(module, name);
+        break;
+      }
+      case 0x93: {  // STACK_GLOBAL
+        const auto name = expect(pop(), Kind::kStr, "STACK_GLOBAL name");
+        const auto module = expect(pop(), Kind::kStr, "STACK_GLOBAL module");
+        add_global(module->text, name->text);
+        break;
+      }
+      case 'Q': {  // BINPERSID
+        auto pid = pop();
+        push(load_persistent(pid));
+        break;
+      }
+      case 'R': {  // REDUCE
+        auto args = pop();
+        auto callable = pop();
+        push(reduce(callable, args));
+        break;
+      }
+      case 'b': {  // BUILD: only OrderedDict's attribute state (state_dict()._metadata)
+        auto state = pop();
+        const auto& obj = top();
+        if (obj->kind != Kind::kDict) {
+          fail(std::string("BUILD on a ") + kind_name(obj->kind) + " (only dicts carry state)");
+        }
+        if (state->kind != Kind::kDict && state->kind != Kind::kNone &&
+            !(state->kind == Kind::kTuple && state->items.size() == 2)) {
+          fail(std::string("BUILD with a state of type ") + kind_name(state->kind));
+        }
+        break;  // attributes such as _metadata are not part of the tensors' values
+      }
+      case 0x81: case 0x92: case 'i': case 'o':  // NEWOBJ, NEWOBJ_EX, INST, OBJ
+        throw UnsafeContentError(detail::message(
+            file_, entry_, "pickle at byte " + std::to_string(op_at_) +
+                               ": builds an arbitrary object (opcode 0x" +
+                               [op] {
+                                 char b[3];
+                                 std::snprintf(b, sizeof b, "%02x", op);
+                                 return std::string(b);
+                               }() +
+                               "), which a weights-only load refuses"));
+      case 'P':  // PERSID (text)
+        fail("text persistent ids are not used by torch.save");
+      default: {
+        char b[8];
+        std::snprintf(b, sizeof b, "0x%02x", op);
+        fail(std::string("unsupported opcode ") + b);
+      }
+    }
+  }
+
+  std::string_view data_;
+  const std::string& file_;
+  const std::string& entry_;
+  const StorageLoader& loader_;
+  PickleLimits limits_;
+  std::size_t pos_ = 0;
+  std::size_t op_at_ = 0;
+  std::vector<PyRef> stack_;
+  std::vector<std::size_t> marks_;
+  std::unordered_map<std::uint64_t, PyRef> memo_;
+  std::map<std::string, PyRef> storages_;
+};
+
+struct Converter {
+  const std::string& file;
+  const PickleLimits& limits;
+  std::unordered_map<const PyObject*, std::uint64_t> sizes;
+
+  // How many values the tree will hold once shared containers are expanded, computed on the
+  // object graph (each object once) before anything is built. Cycles hit the depth limit.
+  std::uint64_t expanded(const PyRef& v, std::size_t depth, const std::string& path) {
+    if (depth > limits.max_depth) {
+      detail::throw_format_error(file, path, "nested deeper than " +
+                                                 std::to_string(limits.max_depth) +
+                                                 " levels (or a container holds itself)");
+    }
+    const auto it = sizes.find(v.get());
+    if (it != sizes.end()) return it->second;
+    std::uint64_t n = 1;
+    const auto add = [&](std::uint64_t k) { n = std::min<std::uint64_t>(n + k, ~0ULL >> 1); };
+    for (std::size_t i = 0; i < v->items.size(); ++i) {
+      add(expanded(v->items[i], depth + 1, path + "/" + std::to_string(i)));
+    }
+    for (const auto& [k, val] : v->entries) add(expanded(val, depth + 1, path + "/…"));
+    sizes.emplace(v.get(), n);
+    return n;
+  }
+
+  Node run(const PyRef& v) {
+    const std::uint64_t n = expanded(v, 0, "");
+    if (n > limits.max_values) {
+      detail::throw_format_error(file, "", "would expand to " + std::to_string(n) +
+                                               " values, more than the limit of " +
+                                               std::to_string(limits.max_values) +
+                                               " (shared containers repeat)");
+    }
+    return convert(v, 0, "");
+  }
+
+  Node convert(const PyRef& v, std::size_t depth, const std::string& path) {
+    switch (v->kind) {
+      case Kind::kNone: return Node();
+      case Kind::kBool: return Node(nlohmann::json(v->boolean));
+      case Kind::kInt: return Node(nlohmann::json(v->integer));
+      case Kind::kFloat: return Node(nlohmann::json(v->floating));
+      case Kind::kStr: return Node(nlohmann::json(v->text));
+      case Kind::kGlobal: return Node(nlohmann::json(v->text));  // torch.float32 and the like
+      case Kind::kTensor: return Node(v->tensor);
+      case Kind::kStorage: return Node(v->tensor);
+      case Kind::kBytes: {
+        auto t = at::empty({static_cast<std::int64_t>(v->text.size())}, at::kByte);
+        if (!v->text.empty()) std::memcpy(t.data_ptr(), v->text.data(), v->text.size());
+        return Node(t);
+      }
+      case Kind::kTuple:
+      case Kind::kList: {
+        Node::List out;
+        out.reserve(v->items.size());
+        for (std::size_t i = 0; i < v->items.size(); ++i) {
+          out.push_back(convert(v->items[i], depth + 1, path + "/" + std::to_string(i)));
+        }
+        return Node(std::move(out));
+      }
+      case Kind::kDict: {
+        Node::Dict out;
+        out.reserve(v->entries.size());
+        for (const auto& [k, val] : v->entries) {
+          std::string key;
+          switch (k->kind) {
+            case Kind::kStr: key = k->text; break;
+            case Kind::kInt: key = std::to_string(k->integer); break;
+            case Kind::kBool: key = k->boolean ? "True" : "False"; break;
+            case Kind::kNone: key = "None"; break;
+            default: key = nlohmann::json(k->floating).dump(); break;
+          }
+          for (const auto& [existing, unused] : out) {
+            if (existing == key) {
+              detail::throw_format_error(file, path, "two dict keys both read as '" + key + "'");
+            }
+          }
+          out.emplace_back(key, convert(val, depth + 1, path + "/" + key));
+        }
+        return Node(std::move(out));
+      }
+    }
+    detail::throw_format_error(file, path, "unknown value");
+  }
+};
+
+// ---- writer ----
+
+class Pickler {
+ public:
+  explicit Pickler(const std::function<std::string(const at::Tensor&)>& storage_key)
+      : storage_key_(storage_key) {}
+
+  std::string run(const Node& root) {
+    out_ += "\x80\x02";
+    write(root);
+    out_ += '.';
+    return std::move(out_);
+  }
+
+ private:
+  void u32(std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out_ += static_cast<char>((v >> (8 * i)) & 0xff);
+  }
+  void str(const std::string& s) {
+    out_ += 'X';
+    u32(static_cast<std::uint32_t>(s.size()));
+    out_ += s;
+  }
+  void integer(std::int64_t v) {
+    if (v >= 0 && v < 256) {
+      out_ += 'K';
+      out_ += static_cast<char>(v);
+    } else if (v >= std::numeric_limits<std::int32_t>::min() &&
+               v <= std::numeric_limits<std::int32_t>::max()) {
+      out_ += 'J';
+      u32(static_cast<std::uint32_t>(static_cast<std::int32_t>(v)));
+    } else {
+      out_ += "\x8a\x08";
+      for (int i = 0; i < 8; ++i) out_ += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
+    }
+  }
+  void global(const std::string& module, const std::string& name) {
+    const std::string key = module + "\n" + name + "\n";
+    const auto it = globals_.find(key);
+    if (it != globals_.end()) {
+      get(it->second);
+      return;
+    }
+    out_ += 'c';
+    out_ += key;
+    globals_[key] = put();
+  }
+  std::uint32_t put() {
+    const auto index = next_memo_++;
+    out_ += 'r';
+    u32(index);
+    return index;
+  }
+  void get(std::uint32_t index) {
+    out_ += 'j';
+    u32(index);
+  }
+
+  void scalar(const nlohmann::ordered_json& j) {
+    if (j.is_null()) out_ += 'N';
+    else if (j.is_boolean()) out_ += j.get<bool>() ? '\x88' : '\x89';
+    else if (j.is_number_integer()) {
+      if (j.is_number_unsigned() && j.get<std::uint64_t>() > static_cast<std::uint64_t>(
+                                         std::numeric_limits<std::int64_t>::max())) {
+        throw FormatError("pickle: integer " + j.dump() + " does not fit 64 signed bits");
+      }
+      integer(j.get<std::int64_t>());
+    } else if (j.is_number_float()) {
+      const double d = j.get<double>();
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, &d, 8);
+      out_ += 'G';
+      for (int i = 7; i >= 0; --i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
+    } else if (j.is_string()) str(j.get<std::string>());
+    else throw FormatError("pickle: unexpected JSON value " + j.dump());
+  }
+
+  void tensor(const at::Tensor& input) {
+    at::Tensor t = input.detach();
+    if (!t.device().is_cpu()) t = t.cpu().contiguous();
+    // One storage entry per distinct storage, so views keep sharing it in Python too.
+    const auto* impl = t.storage().unsafeGetStorageImpl();
+    const std::string type = storage_type_name(t.scalar_type());
+    const std::int64_t item = static_cast<std::int64_t>(t.element_size());
+    const std::int64_t storage_numel = static_cast<std::int64_t>(t.storage().nbytes()) / item;
+    std::string key;
+    const auto found = storages_.find(impl);
+    if (found != storages_.end()) {
+      key = found->second;
+    } else {
+      const at::Tensor whole = at::empty({0}, t.options()).set_(t.storage(), 0, {storage_numel}, {1});
+      key = storage_key_(whole);
+      storages_[impl] = key;
+    }
+    global("torch._utils", "_rebuild_tensor_v2");
+    out_ += '(';
+    out_ += '(';
+    str("storage");
+    global("torch", type);
+    str(key);
+    str("cpu");
+    integer(storage_numel);
+    out_ += 't';
+    out_ += 'Q';
+    integer(t.storage_offset());
+    out_ += '(';
+    for (auto s : t.sizes()) integer(s);
+    out_ += 't';
+    out_ += '(';
+    for (auto s : t.strides()) integer(s);
+    out_ += 't';
+    out_ += '\x89';  // requires_grad
+    global("collections", "OrderedDict");
+    out_ += ")R";
+    out_ += "tR";
+  }
+
+  void write(const Node& n) {
+    if (n.is_tensor()) tensor(n.tensor());
+    else if (n.is_scalar()) scalar(n.scalar());
+    else if (n.is_list()) {
+      out_ += ']';
+      if (n.size() > 0) {
+        out_ += '(';
+        for (const auto& i : n.as_list()) write(i);
+        out_ += 'e';
+      }
+    } else if (n.is_dict()) {
+      // collections.OrderedDict, as state_dict() returns (a plain dict keeps order too, but
+      // Module.load_state_dict users expect the OrderedDict).
+      global("collections", "OrderedDict");
+      out_ += ")R";
+      if (n.size() > 0) {
+        out_ += '(';
+        for (const auto& [k, v] : n.as_dict()) {
+          str(k);
+          write(v);
+        }
+        out_ += 'u';
+      }
+    } else {
+      out_ += 'N';
+    }
+  }
+
+  const std::function<std::string(const at::Tensor&)>& storage_key_;
+  std::string out_;
+  std::uint32_t next_memo_ = 0;
+  std::map<std::string, std::uint32_t> globals_;
+  std::map<const void*, std::string> storages_;
+};
+
+}  // namespace
+
+PyRef unpickle(std::string_view bytes, const std::string& file, const std::string& entry,
+               const StorageLoader& load_storage, const PickleLimits& limits) {
+  return Unpickler(bytes, file, entry, load_storage, limits).run();
+}
+
+Node to_node(const PyRef& value, const std::string& file, const PickleLimits& limits) {
+  Converter c{file, limits, {}};
+  return c.run(value);
+}
+
+std::string storage_type_name(c10::ScalarType dtype) {
+  for (const auto& s : kStorageTypes) {
+    if (s.dtype == dtype && std::string(s.name) != "UntypedStorage") return s.name;
+  }
+  throw FormatError(std::string("torch.save has no storage type for dtype ") +
+                    c10::toString(dtype));
+}
+
+std::string pickle_tree(const Node& root,
+                        const std::function<std::string(const at::Tensor&)>& storage_key) {
+  return Pickler(storage_key).run(root);
+}
+
+}  // namespace zanj::detail
