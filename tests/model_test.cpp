@@ -77,6 +77,31 @@ TEST(ConfiguredModelTest, SavesAndReadsBackWithoutConstructorArguments) {
   }
 }
 
+TEST(ConfiguredModelTest, StreamsAndByteStringsHoldTheSameFileAsPaths) {
+  TempDir dir;
+  auto model = trained_model(64);
+  std::stringstream stream;
+  model->save(stream);
+  const std::string bytes = stream.str();
+  std::shared_ptr<MyNN> again = MyNN::read(stream);
+  expect_same_model(*model, *again);
+  EXPECT_EQ(again->training_records(), model->training_records());
+  // A byte string is a whole .zanj: written to disk, every reader and zanj::verify accept it.
+  zanj_test::write_bytes(dir.file("from_stream.zanj"), bytes);
+  EXPECT_TRUE(zanj_test::SoundZip(dir.file("from_stream.zanj")));
+  expect_same_model(*model, *MyNN::read(dir.file("from_stream.zanj")));
+  zanj::Node tree = zanj::Node::dict();
+  tree["w"] = torch::randn({300});
+  tree["n"] = nlohmann::json(3);
+  const zanj::Node back = zanj::read_bytes(zanj::save_to_bytes(tree));
+  EXPECT_TRUE(BitIdentical(back.at("w").tensor(), tree.at("w").tensor()));
+  // Same checks as files: a truncated stream is a FormatError, a failing stream an IoError.
+  std::stringstream cut(bytes.substr(0, bytes.size() - 10));
+  EXPECT_THROW(MyNN::read(cut), zanj::FormatError);
+  std::ofstream closed;
+  EXPECT_THROW(model->save(closed), zanj::IoError);
+}
+
 TEST(ConfiguredModelTest, StoresPythonsLayout) {
   TempDir dir;
   trained_model(64)->save(dir.file("run.zanj"));

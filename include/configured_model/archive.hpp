@@ -73,6 +73,9 @@ class ArchiveWriter {
   /// Prepares to write `path`, creating missing parent directories.
   /// @throws IoError if the directory cannot be created or the temporary file opened.
   explicit ArchiveWriter(std::string path, const ArchiveWriterOptions& options = {});
+  /// Writes the archive in memory instead (an anonymous file, so the same code path and
+  /// checks); commit() stores its bytes in `*destination` (for streams and sockets).
+  explicit ArchiveWriter(std::string* destination, const ArchiveWriterOptions& options = {});
   ~ArchiveWriter();
   ArchiveWriter(const ArchiveWriter&) = delete;
   ArchiveWriter& operator=(const ArchiveWriter&) = delete;
@@ -97,8 +100,10 @@ class ArchiveWriter {
   const std::string& path() const { return path_; }
 
  private:
+  ArchiveWriter(std::string path, std::string* memory, const ArchiveWriterOptions& options);
   struct Impl;
   std::string path_;
+  std::string* memory_ = nullptr;  // in-memory archive: commit() stores the bytes here
   std::unique_ptr<Impl> impl_;
 };
 

@@ -111,6 +111,18 @@ class ConfiguredModel : public torch::nn::Module {
     zanj::save(to_node(), path, options);
   }
 
+  /// Saves the model to a stream: the bytes save(path) would write.
+  /// @throws IoError if the stream fails.
+  void save(std::ostream& out, const SaveOptions& options = {}) const {
+    zanj::save(to_node(), out, options);
+  }
+
+  /// Reads a model from a stream holding what save() writes (read to its end, then checked
+  /// as a file is).
+  static std::shared_ptr<Derived> read(std::istream& in, const ReadOptions& options = {}) {
+    return from_node(zanj::read(in, options), "<stream>", options);
+  }
+
   /// Reads a model saved by `save()` or by Python ZANJ's `ConfiguredModel.save()`: builds
   /// `Derived(config)` from the stored config, then reads every tensor straight into the
   /// model's own parameters and buffers (strict by default). With `options.mmap` the

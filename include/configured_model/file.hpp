@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <iosfwd>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -23,6 +24,23 @@ namespace zanj {
 /// \endcode
 /// @throws IoError if the file cannot be written, FormatError if a value cannot be encoded.
 void save(const Node& root, const std::string& path, const SaveOptions& options = {});
+
+/// Saves the tree to a stream (a socket, a database blob, an object-store upload): the same
+/// bytes as a file, built in memory first (zip needs to patch headers), then written at once.
+/// @throws IoError if the stream fails.
+void save(const Node& root, std::ostream& out, const SaveOptions& options = {});
+
+/// The `.zanj` bytes of the tree, as save() would write them to a file.
+std::string save_to_bytes(const Node& root, const SaveOptions& options = {});
+
+/// Reads a `.zanj` archive held in memory (`name` names it in messages), with every check a
+/// file read makes.
+Node read_bytes(std::string bytes, const ReadOptions& options = {},
+                const std::string& name = "<memory>");
+
+/// Reads a `.zanj` archive from a stream to its end (at most
+/// `options.archive_limits.max_entry_bytes` bytes), then as read_bytes().
+Node read(std::istream& in, const ReadOptions& options = {});
 
 /// Reads a `.zanj` archive written by this library or by Python ZANJ into a tree. Tensors are
 /// CPU tensors of the dtype the JSON names.
@@ -57,6 +75,8 @@ namespace detail {
 /// Call inside a catch block: rethrows a zanj::Error as it is and anything else (torch,
 /// nlohmann, allocation failures caused by a file) as a FormatError naming `file`.
 [[noreturn]] void rethrow_as_format_error(const std::string& file);
+/// A stream's bytes to its end, refusing more than `limits.max_entry_bytes`.
+std::string read_stream(std::istream& in, const ArchiveLimits& limits);
 }  // namespace detail
 
 }  // namespace zanj

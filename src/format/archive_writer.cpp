@@ -5,6 +5,7 @@
 // appear atomically.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -196,7 +197,16 @@ struct ArchiveWriter::Impl {
 };
 
 ArchiveWriter::ArchiveWriter(std::string path, const ArchiveWriterOptions& options)
-    : path_(std::move(path)), impl_(new Impl) {
+    : ArchiveWriter(std::move(path), nullptr, options) {}
+
+ArchiveWriter::ArchiveWriter(std::string* destination, const ArchiveWriterOptions& options)
+    : ArchiveWriter("<memory>", destination, options) {
+  if (!destination) throw UsageError("ArchiveWriter: the destination string is null");
+}
+
+ArchiveWriter::ArchiveWriter(std::string path, std::string* memory,
+                             const ArchiveWriterOptions& options)
+    : path_(std::move(path)), memory_(memory), impl_(new Impl) {
   impl_->path = path_;
   impl_->force_zip64 = options.force_zip64;
   if (options.deflate_level < detail::kMinDeflateLevel ||
@@ -208,6 +218,11 @@ ArchiveWriter::ArchiveWriter(std::string path, const ArchiveWriterOptions& optio
   impl_->level = options.deflate_level;
   impl_->threads = options.threads;
   std::tie(impl_->dos_time, impl_->dos_date) = dos_now();
+  if (memory_) {  // an anonymous in-memory file: the same writes, read back by commit()
+    impl_->fd = ::memfd_create("zanj-archive", MFD_CLOEXEC);
+    if (impl_->fd < 0) impl_->fail("", "cannot create an in-memory file", errno);
+    return;
+  }
   const fs::path final_path = fs::absolute(path_);
   std::error_code ec;
   fs::create_directories(final_path.parent_path(), ec);
@@ -358,6 +373,22 @@ void ArchiveWriter::commit() {
       .u32(zip64 ? kMax32 : cd_offset)
       .u16(0);
   w.write_all("", cd.str().data(), cd.str().size());
+  if (memory_) {
+    std::string bytes(static_cast<std::size_t>(w.offset), '\0');
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t r = ::pread(w.fd, bytes.data() + done, bytes.size() - done,
+                                static_cast<off_t>(done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) w.fail("", "reading back the in-memory archive failed", r < 0 ? errno : EIO);
+      done += static_cast<std::size_t>(r);
+    }
+    *memory_ = std::move(bytes);
+    w.committed = true;
+    ::close(w.fd);
+    w.fd = -1;
+    return;
+  }
   if (::fsync(w.fd) != 0) w.fail("", "fsync of " + w.tmp_path + " failed", errno);
   // Renamed while still open (and locked), so that no clean-up can take it in between.
   if (::rename(w.tmp_path.c_str(), path_.c_str()) != 0) {

@@ -2,6 +2,9 @@
 // Tree <-> archive: the top of the save and read pipelines.
 #include "configured_model/file.hpp"
 
+#include <istream>
+#include <ostream>
+
 #include <c10/util/Exception.h>
 
 #include "configured_model/errors.hpp"
@@ -23,13 +26,20 @@ ojson read_meta(const ArchiveReader& archive, const ReadOptions& options) {
 
 }  // namespace
 
-void save(const Node& root, const std::string& path, const SaveOptions& options) {
-  SerializedTree tree = serialize_tree(root, options);
-  const ojson meta = make_metadata(options, tree.externals);
+namespace {
+
+ArchiveWriterOptions writer_options_of(const SaveOptions& options) {
   ArchiveWriterOptions writer_options;
   writer_options.deflate_level = options.deflate_level;
   writer_options.threads = options.threads;
-  ArchiveWriter writer(path, writer_options);
+  return writer_options;
+}
+
+// Writes the tree's entries in Python's order and commits.
+void write_tree(const Node& root, ArchiveWriter& writer, const SaveOptions& options) {
+  const std::string& path = writer.path();
+  SerializedTree tree = serialize_tree(root, options);
+  const ojson meta = make_metadata(options, tree.externals);
   // Python's order: meta, tree, then externals in the order they were met. Tensor data goes
   // from the tensors' memory to the file (npy_pieces copies only tensors needing conversion).
   const std::string meta_text = dump_json(meta);
@@ -62,6 +72,51 @@ void save(const Node& root, const std::string& path, const SaveOptions& options)
   writer.commit();
   logger()->info("saved {} ({} bytes, {} external entries)", path, total, tree.externals.size());
 }
+
+}  // namespace
+
+void save(const Node& root, const std::string& path, const SaveOptions& options) {
+  ArchiveWriter writer(path, writer_options_of(options));
+  write_tree(root, writer, options);
+}
+
+std::string save_to_bytes(const Node& root, const SaveOptions& options) {
+  std::string bytes;
+  ArchiveWriter writer(&bytes, writer_options_of(options));
+  write_tree(root, writer, options);
+  return bytes;
+}
+
+void save(const Node& root, std::ostream& out, const SaveOptions& options) {
+  const std::string bytes = save_to_bytes(root, options);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.flush();
+  if (!out) detail::throw_io_error("<stream>", "", "writing the archive to the stream failed");
+}
+
+Node read_bytes(std::string bytes, const ReadOptions& options, const std::string& name) {
+  return read(ArchiveReader::from_bytes(std::move(bytes), name, options.archive_limits), options);
+}
+
+Node read(std::istream& in, const ReadOptions& options) {
+  return read_bytes(detail::read_stream(in, options.archive_limits), options, "<stream>");
+}
+
+namespace detail {
+std::string read_stream(std::istream& in, const ArchiveLimits& limits) {
+  std::string bytes;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    bytes.append(buffer, static_cast<std::size_t>(in.gcount()));
+    if (bytes.size() > limits.max_entry_bytes) {
+      throw_format_error("<stream>", "", "longer than the limit of " +
+                                             std::to_string(limits.max_entry_bytes) + " bytes");
+    }
+  }
+  if (in.bad()) throw_io_error("<stream>", "", "reading the stream failed");
+  return bytes;
+}
+}  // namespace detail
 
 Document read_document(const ArchiveReader& archive, const ReadOptions& options) {
   try {
