@@ -15,6 +15,7 @@
 
 #include "configured_model/archive.hpp"
 #include "configured_model/errors.hpp"
+#include "../format/durable_file.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
@@ -157,39 +158,9 @@ void CheckpointManager::write_index(const std::vector<CheckpointInfo>& infos) co
   }
   // Same crash-safe path as checkpoints: temporary (locked while written), fsync, rename,
   // directory fsync.
-  const std::string index_path = (fs::path(directory_) / kIndex).string();
-  const std::string tmp = (fs::path(directory_) / (std::string(".") + kIndex + "." +
-                                                   std::to_string(::getpid()) + ".tmp"))
-                              .string();
-  const std::string text = dump_json(j);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) detail::throw_io_error(tmp, "", "cannot write the checkpoint index");
-  (void)::flock(fd, LOCK_EX | LOCK_NB);
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      ::close(fd);
-      std::remove(tmp.c_str());
-      detail::throw_io_error(tmp, "", std::string("cannot write the checkpoint index: ") +
-                                          std::strerror(errno));
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0 || std::rename(tmp.c_str(), index_path.c_str()) != 0) {
-    const int err = errno;
-    ::close(fd);
-    std::remove(tmp.c_str());
-    detail::throw_io_error(index_path, "", std::string("cannot replace the checkpoint index: ") +
-                                               std::strerror(err));
-  }
-  ::close(fd);
-  const int dir = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
+  detail::DurableFile index((fs::path(directory_) / kIndex).string());
+  index.write(dump_json(j));
+  index.commit();
 }
 
 void CheckpointManager::check_metrics(const nlohmann::json& metrics) const {
