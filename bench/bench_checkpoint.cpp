@@ -374,6 +374,41 @@ int main(int argc, char** argv) {
             {"lazy_open_10k",
              [&] { one = zanj::LazyFile::open(many10k).tensor("state_dict/blocks.5000.weight"); }}});
 
+    // Foreign formats: a Python torch.save state dict of the model (written by Python from our
+    // file when python3-torch is there) loaded into a model, against torch::load of libtorch's
+    // own archive; a safetensors file opened and mapped, and copied into a model.
+    const std::string py_pt = base + "_python.pt", st = base + ".safetensors";
+    std::string pt_by = "python3 torch.save";
+    {
+      zanj::Node sd = zanj::Node::dict();
+      for (const auto& [name, t] : zanj::state_dict(*model)) sd[name] = t;
+      zanj::save_torch(sd, py_pt);
+      const std::string cmd = "/usr/bin/python3 -c 'import sys, torch\n"
+                              "torch.save(torch.load(sys.argv[1]), sys.argv[1])' " + py_pt +
+                              " 2>/dev/null";
+      if (std::system(cmd.c_str()) != 0) pt_by = "configured_model save_torch (no python3-torch)";
+      zanj::save_safetensors(zanj::state_dict(*model), st);
+    }
+    zanj::LoadWeightsOptions st_copy;
+    zanj::ReadOptions st_mapped;
+    st_mapped.mmap = true;
+    rounds({{"torch_load_2", [&] { torch::load(loaded, pt); }},
+            {"raw_read_2", [&] { raw_read(target, raw); }},
+            {"pt_python_load", [&] { zanj::load_weights(target, py_pt); }},
+            {"safetensors_open", [&] {
+               const auto f = zanj::SafetensorsFile::open(st);
+               (void)f.read_all(/*mmap=*/true);
+             }},
+            {"safetensors_load", [&] { zanj::load_weights(target, st, st_copy); }}});
+    check(zanj::state_digest(zanj::state_dict(target)) ==
+              zanj::state_digest(zanj::state_dict(*model)),
+          "load of the safetensors file did not restore the model");
+    zanj::load_weights(target, py_pt);
+    check(zanj::state_digest(zanj::state_dict(target)) ==
+              zanj::state_digest(zanj::state_dict(*model)),
+          "load of the Python torch.save file did not restore the model");
+    std::cout << "Python .pt file by " << pt_by << "\n";
+
     std::map<std::string, double> rss;
     for (const char* op :
          {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap", "load",
@@ -424,6 +459,13 @@ int main(int argc, char** argv) {
         {"save_stored", "save, stored", s["save_stored"], "s", "", 0, ""},
         {"save_deflate", "save, kDeflate", s["save_deflate"], "s", "deflate_save_vs_stored",
          ratio("save_deflate", "save_stored"), "x stored"},
+        {"pt_python_load", "load_weights, Python torch.save", s["pt_python_load"], "s",
+         "pt_python_load_vs_torch_load", ratio("pt_python_load", "torch_load_2"),
+         "x torch::load of libtorch's archive"},
+        {"safetensors_load", "load_weights, safetensors (copy)", s["safetensors_load"], "s",
+         "safetensors_load_vs_raw_read", ratio("safetensors_load", "raw_read_2"), "x raw read"},
+        {"safetensors_mmap_open", "safetensors open + map every tensor", s["safetensors_open"],
+         "s", "", 0, ""},
         {"lazy_open_10", "lazy open + 1 of 10 tensors", s["lazy_open_10"], "s", "", 0, ""},
         {"lazy_open_10k", "lazy open + 1 of 10,000 tensors", s["lazy_open_10k"], "s", "", 0, ""},
     };
@@ -446,6 +488,7 @@ int main(int argc, char** argv) {
       if (r.unit == "s") {
         std::snprintf(value, sizeof value, "%.4f s", r.value);
         const bool whole_model = r.key.rfind("lazy", 0) != 0 && r.key.rfind("mmap", 0) != 0 &&
+                                 r.key != "safetensors_mmap_open" &&
                                  r.key != "construct" && r.key != "read_mmap";
         if (whole_model) std::snprintf(speed, sizeof speed, "%.2f", bytes / r.value / 1e9);
       } else if (r.unit == "MB") {
@@ -477,7 +520,7 @@ int main(int argc, char** argv) {
                 json["deflated_read_gbps"].get<double>());
     std::printf("%-34s %12.2f GB/s of model bytes\n", "kDeflate save",
                 json["deflate_save_gbps"].get<double>());
-    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k}) std::remove(f.c_str());
+    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st}) std::remove(f.c_str());
     std::cout << "BENCH_JSON " << json.dump() << std::endl;
   } catch (const std::exception& e) {
     std::cerr << "zanj_bench: " << e.what() << "\n";

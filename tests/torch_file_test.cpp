@@ -273,6 +273,25 @@ TEST(HostileTorchFiles, LiesAboutStoragesAreFormatErrors) {
   expect_refused<zanj::FormatError>(zip_with(dir, tensor_pickle(4, 0, 4, 1)), "missing storage entry");
 }
 
+TEST(HostileTorchFiles, CorruptStorageBytesFailTheirCrcOnEveryPath) {
+  TempDir dir;
+  const std::string path = zip_with(dir, tensor_pickle(4, 0, 4, 1), {{"0", std::string(16, 1)}});
+  const auto at = zanj::ArchiveReader::open(path).data_offset("h/data/0");
+  std::string bytes = zanj_test::read_bytes(path);
+  bytes[at + 5] ^= 0x40;
+  zanj_test::write_bytes(path, bytes);
+  expect_refused<zanj::FormatError>(path, "h/data/0");
+  torch::nn::Linear one(4, 1);  // load_weights maps the file and checks the CRC before copying
+  zanj::LoadWeightsOptions options;
+  options.keys.map([](const std::string&) { return std::optional<std::string>("weight"); });
+  try {
+    zanj::load_weights(*one, path, options);
+    FAIL() << "expected FormatError";
+  } catch (const zanj::FormatError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("CRC"));
+  }
+}
+
 TEST(HostileTorchFiles, MalformedPicklesAreFormatErrors) {
   TempDir dir;
   expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02h\x05."), "memo index 5 was never stored");

@@ -53,4 +53,11 @@ StateDict read_libtorch(const std::string& path);
 /// @throws IoError if writing fails.
 void save_libtorch(const StateDict& tensors, const std::string& path);
 
+namespace detail {
+/// read_torch(); with `map_to_copy`, stored storages alias a mapping of the file (CRC-checked
+/// when `options.check_crc`) for a caller that copies them at once.
+Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool map_to_copy);
+Node read_torch(const std::string& path, const ReadOptions& options, bool map_to_copy);
+}  // namespace detail
+
 }  // namespace zanj

@@ -220,7 +220,14 @@ std::optional<std::string> KeyMap::apply(const std::string& key) const {
 
 void load_weights(torch::nn::Module& module, const std::string& path,
                   const LoadWeightsOptions& options) {
-  const Node root = read_weights(path, options.read);
+  // The tensors are copied into the module once: foreign files are mapped (their CRCs still
+  // checked) rather than read into memory that would be copied again.
+  Node root;
+  switch (detect_format(path)) {
+    case WeightsFormat::kTorch: root = detail::read_torch(path, options.read, /*map_to_copy=*/true); break;
+    case WeightsFormat::kSafetensors: root = SafetensorsFile::open(path).read_all(/*mmap=*/true); break;
+    default: root = read_weights(path, options.read); break;
+  }
   const Node& stored = find_state_dict(root, options.subtree, path);
   if (!stored.is_dict()) detail::throw_format_error(path, options.subtree, "is not a dict of tensors");
   Node::Dict renamed;
@@ -236,8 +243,11 @@ void load_weights(torch::nn::Module& module, const std::string& path,
     renamed.emplace_back(*name, value);
   }
   if (options.read.dtype) detail::convert_floating(module, *options.read.dtype);
+  // Adopting the stored storage is what mmap asks for (and what a .zanj tree read for this
+  // module alone allows); mapped foreign tensors are otherwise copied.
+  const bool foreign = detect_format(path) != WeightsFormat::kZanj;
   detail::load_state_dict(module, Node(std::move(renamed)), path, options.read,
-                          /*adopt=*/options.read.mmap);
+                          /*adopt=*/options.read.mmap || !foreign);
   if (options.read.device) module.to(*options.read.device);
 }
 
