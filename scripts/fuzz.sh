@@ -15,7 +15,7 @@ build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCONFIGURED_MODEL_FUZZ=ON -DCONFIGURED_MODEL_BUILD_TESTS=OFF -DCONFIGURED_MODEL_BUILD_EXAMPLES=OFF \
   -DCONFIGURED_MODEL_BUILD_TOOLS=OFF -DCONFIGURED_MODEL_INSTALL=OFF >/dev/null
-cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz zip_fuzz
+cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz
 
 # Seed corpora from the committed test data.
 seeds="$build/seeds"
@@ -36,11 +36,24 @@ cp "$root"/tests/data/hostile/* "$seeds/file_fuzz/" 2>/dev/null || true
 # The container fuzzer starts from every archive: Python's are deflated (zlib), ours stored and
 # deflated (ISA-L).
 cp "$seeds"/file_fuzz/* "$seeds/zip_fuzz/"
+# Foreign formats: files written by Debian's python3-torch and by the safetensors fixture
+# writer; the unpickler also gets each bare data.pkl.
+mkdir -p "$seeds/torch_fuzz" "$seeds/safetensors_fuzz" "$build/fixtures"
+/usr/bin/python3 "$root/scripts/make_torch_fixtures.py" "$build/fixtures/torch"
+/usr/bin/python3 "$root/scripts/make_safetensors_fixtures.py" "$build/fixtures/st"
+for f in "$build"/fixtures/torch/*.pt; do
+  cp "$f" "$seeds/torch_fuzz/"
+  /usr/bin/python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+open(sys.argv[2], "wb").write(z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0]))' \
+    "$f" "$seeds/torch_fuzz/$(basename "$f").pkl" 2>/dev/null || true
+done
+cp "$build"/fixtures/st/*.safetensors "$build"/fixtures/st/sharded/*.safetensors "$seeds/safetensors_fuzz/"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 status=0
-for target in npy_fuzz tree_fuzz file_fuzz zip_fuzz; do
+for target in npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz; do
   corpus="$build/corpus/$target"
   mkdir -p "$corpus" "$build/artifacts/$target"
   regressions="$root/tests/data/fuzz_regressions/$target"
