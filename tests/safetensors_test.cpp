@@ -97,18 +97,25 @@ TEST_F(SafetensorsFiles, ConvertRoundTripsThroughEveryFormatBitExactly) {
   TempDir dir;
   const std::string cli = CONFIGURED_MODEL_ZANJ_CLI;
   const zanj::Node original = zanj::SafetensorsFile::open(file("model.safetensors")).read_all(false);
-  // safetensors -> zanj -> pt -> libtorch-pt -> safetensors, then each back to safetensors.
-  const std::vector<std::pair<std::string, std::string>> chain = {
-      {file("model.safetensors"), dir.file("a.zanj")},
-      {dir.file("a.zanj"), dir.file("b.pt")},
-      {dir.file("b.pt"), dir.file("c.libtorch")},
-      {dir.file("c.libtorch"), dir.file("d.safetensors")},
-      {file("sharded/model.safetensors.index.json"), dir.file("e.pt")},
-  };
-  for (const auto& [in, out] : chain) {
+  // A chain safetensors -> zanj -> pt -> libtorch-pt -> safetensors, then every format into
+  // every other from the chain's files, and a sharded index into pt.
+  const auto convert = [&](const std::string& in, const std::string& out) {
     const std::string to = out.find(".libtorch") != std::string::npos ? " --to libtorch-pt" : "";
     std::string text;
-    ASSERT_EQ(zanj_test::run(cli + " convert " + in + " " + out + to + " 2>&1", &text), 0) << text;
+    EXPECT_EQ(zanj_test::run(cli + " convert " + in + " " + out + to + " 2>&1", &text), 0)
+        << in << " -> " << out << ": " << text;
+  };
+  const std::vector<std::string> chain = {file("model.safetensors"), dir.file("a.zanj"),
+                                          dir.file("b.pt"), dir.file("c.libtorch"),
+                                          dir.file("d.safetensors")};
+  for (std::size_t i = 0; i + 1 < chain.size(); ++i) convert(chain[i], chain[i + 1]);
+  convert(file("sharded/model.safetensors.index.json"), dir.file("e.pt"));
+  for (std::size_t i = 1; i < chain.size(); ++i) {
+    for (const char* ext : {".zanj", ".pt", ".libtorch", ".safetensors"}) {
+      const std::string out = dir.file("x" + std::to_string(i) + ext);
+      convert(chain[i], out);
+      expect_same_tensors(zanj::read_weights(out), original);
+    }
   }
   expect_same_tensors(zanj::read(dir.file("a.zanj")), original);
   expect_same_tensors(zanj::read_torch(dir.file("b.pt")), original);
@@ -181,6 +188,45 @@ TEST_F(SafetensorsFiles, LoadWeightsWithKeyMaps) {
   cast.read.dtype = torch::kFloat32;
   zanj::load_weights(*net, dir.file("bf16.safetensors"), cast);
   EXPECT_TRUE(BitIdentical(net->named_parameters()["0.weight"], half[0].second.to(torch::kFloat32)));
+}
+
+// The README's "Weights from Python, libtorch and Hugging Face" snippet, as written there, run
+// in a folder holding files of those names.
+TEST(ReadmeTest, WeightsFromPythonSnippet) {
+  TempDir dir;
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  zanj::Node python = zanj::Node::dict();  // DataParallel names, as Python writes them
+  python["module.layers.0.weight"] = torch::randn({4, 3}).to(torch::kBFloat16);
+  python["module.layers.0.bias"] = torch::randn({4}).to(torch::kBFloat16);
+  python["module.layers.1.weight"] = torch::randn({2, 4}).to(torch::kBFloat16);
+  python["module.layers.1.bias"] = torch::randn({2}).to(torch::kBFloat16);
+  zanj::save_torch(python, "pytorch_model.bin");
+  zanj::Node ckpt_in = zanj::Node::dict();
+  ckpt_in["model"] = python;
+  ckpt_in["epoch"] = nlohmann::json(3);
+  zanj::save_torch(ckpt_in, "checkpoint.pt");
+  zanj::save_safetensors({{"lm_head.weight", torch::ones({2, 2})}}, "shard1.safetensors");
+  zanj_test::write_bytes("model.safetensors.index.json",
+                         R"({"weight_map": {"lm_head.weight": "shard1.safetensors"}})");
+  // --- snippet ---
+  torch::nn::Sequential net(torch::nn::Linear(3, 4), torch::nn::Linear(4, 2));
+  zanj::LoadWeightsOptions options;
+  options.keys.strip_prefix("module.")                          // saved from DataParallel
+      .rename(R"(^layers\.(\d+)\.)", "$1.");                     // Python names -> Sequential's
+  options.read.dtype = torch::kFloat32;                         // bf16/fp16 files into a float model
+  zanj::load_weights(*net, "pytorch_model.bin", options);
+
+  zanj::Node ckpt = zanj::read_torch("checkpoint.pt");          // {"model": ..., "optimizer": ..., "epoch": 3}
+  int64_t epoch = ckpt.at("epoch").scalar().get<int64_t>();
+  auto st = zanj::SafetensorsFile::open("model.safetensors.index.json");
+  torch::Tensor w = st.tensor("lm_head.weight");                // zero-copy from a mapping
+  // --- end ---
+  std::filesystem::current_path(cwd);
+  EXPECT_TRUE(BitIdentical(net->named_parameters()["1.weight"],
+                           python.at("module.layers.1.weight").tensor().to(torch::kFloat32)));
+  EXPECT_EQ(epoch, 3);
+  EXPECT_TRUE(BitIdentical(w, torch::ones({2, 2})));
 }
 
 // ---- hostile headers, made here ----
