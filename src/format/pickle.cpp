@@ -61,12 +61,6 @@ bool allowed_global(const std::string& module, const std::string& name) {
   return false;
 }
 
-PyRef make(Kind kind) {
-  auto o = std::make_shared<PyObject>();
-  o->kind = kind;
-  return o;
-}
-
 const char* kind_name(Kind k) {
   switch (k) {
     case Kind::kNone: return "None";
@@ -91,7 +85,7 @@ class Unpickler {
             const StorageLoader& loader, const PickleLimits& limits)
       : data_(bytes), file_(file), entry_(entry), loader_(loader), limits_(limits) {}
 
-  PyRef run() {
+  Pickled run() && {
     while (true) {
       const std::size_t at = pos_;
       const auto op = static_cast<unsigned char>(byte());
@@ -104,10 +98,17 @@ class Unpickler {
     if (pos_ != data_.size()) {
       fail(std::to_string(data_.size() - pos_) + " bytes after STOP (expected none)");
     }
-    return stack_.back();
+    heap_.root = stack_.back();
+    return std::move(heap_);
   }
 
  private:
+  PyRef make(Kind kind) {
+    heap_.objects.push_back(std::make_unique<PyObject>());
+    heap_.objects.back()->kind = kind;
+    return heap_.objects.back().get();
+  }
+
   [[noreturn]] void fail(const std::string& what) const {
     detail::throw_format_error(file_, entry_, "pickle at byte " + std::to_string(op_at_) + ": " + what);
   }
@@ -558,6 +559,7 @@ class Unpickler {
   const std::string& entry_;
   const StorageLoader& loader_;
   PickleLimits limits_;
+  Pickled heap_;
   std::size_t pos_ = 0;
   std::size_t op_at_ = 0;
   std::vector<PyRef> stack_;
@@ -579,7 +581,7 @@ struct Converter {
                                                  std::to_string(limits.max_depth) +
                                                  " levels (or a container holds itself)");
     }
-    const auto it = sizes.find(v.get());
+    const auto it = sizes.find(v);
     if (it != sizes.end()) return it->second;
     std::uint64_t n = 1;
     const auto add = [&](std::uint64_t k) { n = std::min<std::uint64_t>(n + k, ~0ULL >> 1); };
@@ -587,7 +589,7 @@ struct Converter {
       add(expanded(v->items[i], depth + 1, path + "/" + std::to_string(i)));
     }
     for (const auto& [k, val] : v->entries) add(expanded(val, depth + 1, path + "/…"));
-    sizes.emplace(v.get(), n);
+    sizes.emplace(v, n);
     return n;
   }
 
@@ -806,14 +808,14 @@ class Pickler {
 
 }  // namespace
 
-PyRef unpickle(std::string_view bytes, const std::string& file, const std::string& entry,
-               const StorageLoader& load_storage, const PickleLimits& limits) {
+Pickled unpickle(std::string_view bytes, const std::string& file, const std::string& entry,
+                 const StorageLoader& load_storage, const PickleLimits& limits) {
   return Unpickler(bytes, file, entry, load_storage, limits).run();
 }
 
-Node to_node(const PyRef& value, const std::string& file, const PickleLimits& limits) {
+Node to_node(const Pickled& value, const std::string& file, const PickleLimits& limits) {
   Converter c{file, limits, {}};
-  return c.run(value);
+  return c.run(value.root);
 }
 
 std::string storage_type_name(c10::ScalarType dtype) {

@@ -20,7 +20,9 @@
 namespace zanj::detail {
 
 struct PyObject;
-using PyRef = std::shared_ptr<PyObject>;
+/// Objects belong to the Pickled they came from (an arena), so references are plain pointers: a
+/// list that holds itself does not leak, and 100,000 nested lists are freed without recursing.
+using PyRef = PyObject*;
 
 /// One value of an unpickled payload. Lists and dicts are shared by reference, as in Python
 /// (the memo hands out the same object again).
@@ -37,6 +39,12 @@ struct PyObject {
   at::Tensor tensor;                              ///< tensor; storage: a 1-D tensor of its dtype
 };
 
+/// An unpickled payload: every object it built, and the one STOP returned.
+struct Pickled {
+  std::vector<std::unique_ptr<PyObject>> objects;
+  PyRef root = nullptr;
+};
+
 /// Resolves a persistent id ('storage', <dtype>, key, location, numel) to the storage's
 /// elements as a 1-D tensor; called once per key (the unpickler caches).
 using StorageLoader =
@@ -50,13 +58,13 @@ struct PickleLimits {
 
 /// Unpickles `bytes` (the payload of `file`'s `entry`). Refuses any global outside the weights
 /// allow-list with an UnsafeContentError naming it; malformed or truncated data is a FormatError.
-PyRef unpickle(std::string_view bytes, const std::string& file, const std::string& entry,
+Pickled unpickle(std::string_view bytes, const std::string& file, const std::string& entry,
                const StorageLoader& load_storage, const PickleLimits& limits = {});
 
 /// The payload as a Node tree: dicts (keys that are ints become their decimal text), lists and
 /// tuples become lists, tensors stay tensors (views keep sharing their storage), dtypes and
 /// devices become strings.
-Node to_node(const PyRef& value, const std::string& file, const PickleLimits& limits = {});
+Node to_node(const Pickled& value, const std::string& file, const PickleLimits& limits = {});
 
 /// The storage type global torch.save names for `dtype` (e.g. "FloatStorage").
 /// @throws FormatError for a dtype torch.save has no storage type for.
