@@ -12,6 +12,9 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+#include <configured_model/distributed.hpp>
+#endif
 
 namespace {
 
@@ -73,8 +76,25 @@ zanj::ProgressCallback progress_for(const std::string& label) {
   };
 }
 
-// Any format the library reads (.zanj, Python and libtorch .pt, safetensors) as a tree.
+// A directory holding a distributed checkpoint (its index).
+bool is_distributed(const std::string& path) {
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  return std::filesystem::is_directory(path) && zanj::is_distributed_checkpoint(path);
+#else
+  if (std::filesystem::is_directory(path)) {
+    throw zanj::UsageError(path + ": a directory; this zanj was built without distributed "
+                                  "checkpoints (CONFIGURED_MODEL_DISTRIBUTED)");
+  }
+  return false;
+#endif
+}
+
+// Any format the library reads (.zanj, Python and libtorch .pt, safetensors, a distributed
+// checkpoint's directory) as a tree.
 zanj::Node read_tree(const std::string& file) {
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  if (is_distributed(file)) return zanj::read_distributed(file, 0, 1);
+#endif
   zanj::ReadOptions options;
   options.progress = progress_for("reading " + file);
   return zanj::read_weights(file, options);
@@ -85,6 +105,7 @@ zanj::Node read_tree(const std::string& file) {
 // not a tensor the index lists (a subtree, a tensor inside an external list): then the caller
 // reads the whole tree.
 std::optional<torch::Tensor> lazy_tensor(const std::string& file, const std::string& key) {
+  if (is_distributed(file)) return std::nullopt;
   const auto format = zanj::detect_format(file);
   if (format == zanj::WeightsFormat::kSafetensors) {
     const auto st = zanj::SafetensorsFile::open(file);
@@ -286,9 +307,23 @@ std::vector<Row> foreign_rows(const std::string& file, zanj::WeightsFormat forma
 }
 
 int cmd_ls(const std::string& file) {
-  const auto format = zanj::detect_format(file);
   std::vector<Row> rows;
-  if (format != zanj::WeightsFormat::kZanj) {
+  const bool distributed = is_distributed(file);
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  if (distributed) {  // the index alone
+    const auto info = zanj::inspect_distributed(file);
+    for (const auto& t : info.tensors) {
+      rows.push_back({t.path, "tensor", c10::str(c10::IntArrayRef(t.shape)),
+                      zanj::torch_dtype_name(t.dtype),
+                      t.placement + ", " + std::to_string(t.pieces) + " piece(s) of " +
+                          std::to_string(info.world_size) + " rank file(s)",
+                      t.bytes});
+    }
+  }
+#endif
+  const auto format = distributed ? zanj::WeightsFormat::kZanj : zanj::detect_format(file);
+  if (distributed) {
+  } else if (format != zanj::WeightsFormat::kZanj) {
     rows = foreign_rows(file, format);
   } else {
   const auto archive = zanj::ArchiveReader::open(file);
@@ -443,10 +478,32 @@ zanj::VerifyReport verify_foreign(const std::string& file, zanj::WeightsFormat f
   return report;
 }
 
+// A distributed checkpoint: the index, every rank file (size, CRC-32, entries) and every piece.
+zanj::VerifyReport verify_directory(const std::string& dir) {
+  zanj::VerifyReport report;
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  try {
+    zanj::verify_distributed(dir);
+    const auto info = zanj::inspect_distributed(dir);
+    report.entries = info.files.size() + 1;
+    for (auto b : info.file_bytes) report.bytes += b;
+    report.tensors = info.tensors.size();
+  } catch (const zanj::FormatError& e) {
+    report.ok = false;
+    report.problems.push_back(e.what());
+  }
+#else
+  (void)dir;
+#endif
+  return report;
+}
+
 int cmd_verify(const std::string& file) {
-  const auto format = zanj::detect_format(file);
-  const auto report =
-      format == zanj::WeightsFormat::kZanj ? zanj::verify(file) : verify_foreign(file, format);
+  const bool distributed = is_distributed(file);
+  const auto format = distributed ? zanj::WeightsFormat::kZanj : zanj::detect_format(file);
+  const auto report = distributed ? verify_directory(file)
+                      : format == zanj::WeightsFormat::kZanj ? zanj::verify(file)
+                                                             : verify_foreign(file, format);
   if (g_json) {
     std::cout << zanj::dump_json({{"ok", report.ok},
                                   {"entries", report.entries},
@@ -622,6 +679,50 @@ int cmd_convert(const std::string& in, const std::string& out, const std::string
   return 0;
 }
 
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+// A CheckpointManager's directory: its newest committed distributed checkpoint (ckpt-<step>/).
+std::optional<std::string> latest_distributed(const std::string& dir) {
+  std::optional<std::string> best;
+  long long best_step = -1;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("ckpt-", 0) != 0 || name.size() == 5 ||
+        name.find_first_not_of("0123456789", 5) != std::string::npos || name.size() > 23) {
+      continue;
+    }
+    const long long step = std::stoll(name.substr(5));
+    if (step > best_step && zanj::is_distributed_checkpoint(e.path().string())) {
+      best_step = step;
+      best = e.path().string();
+    }
+  }
+  return best;
+}
+#endif
+
+int cmd_consolidate(const std::string& in, const std::string& out) {
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  std::string dir = in;
+  if (!is_distributed(in)) {
+    const auto latest = std::filesystem::is_directory(in) ? latest_distributed(in) : std::nullopt;
+    if (!latest) {
+      throw zanj::UsageError(in + ": neither a distributed checkpoint (no " +
+                             std::string(zanj::kDistributedIndex) +
+                             ") nor a checkpoint manager's directory holding one");
+    }
+    dir = *latest;
+  }
+  zanj::consolidate(dir, out);
+  std::cerr << "consolidated " << dir << " into " << out << "\n";
+  return 0;
+#else
+  (void)out;
+  throw zanj::UsageError(in + ": this zanj was built without distributed checkpoints "
+                              "(CONFIGURED_MODEL_DISTRIBUTED)");
+#endif
+}
+
 int cmd_import_pt(const std::string& in, const std::string& out) {
   const auto tensors = zanj::read_libtorch(in);
   zanj::Node root = zanj::Node::dict();
@@ -701,6 +802,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"zanj", "pt", "libtorch-pt", "safetensors"}));
   convert->add_option("--rename", renames,
                       "FROM=TO: rename tensor keys by regular expression (repeatable)");
+  auto* consolidate = app.add_subcommand(
+      "consolidate", "one ordinary .zanj of a distributed checkpoint (a directory)");
+  consolidate->add_option("PATH", file, "the checkpoint's directory")->required();
+  consolidate->add_option("OUT", out, "output .zanj")->required();
   for (auto* sub : app.get_subcommands({}))
     sub->add_flag("--json", g_json, "machine-readable JSON output");
 
@@ -719,6 +824,7 @@ int main(int argc, char** argv) {
     if (*import_pt) return cmd_import_pt(file, out);
     if (*export_pt) return cmd_export_pt(file, out);
     if (*convert) return cmd_convert(file, out, to, renames);
+    if (*consolidate) return cmd_consolidate(file, out);
   } catch (const zanj::Error& e) {
     std::cerr << "zanj: " << e.what() << "\n";
     return 2;

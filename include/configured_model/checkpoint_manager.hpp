@@ -12,6 +12,12 @@
 #include "configured_model/options.hpp"
 #include "configured_model/training_state.hpp"
 
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+namespace c10d {
+class ProcessGroup;
+}
+#endif
+
 namespace zanj {
 
 /// When to save and what to keep.
@@ -31,7 +37,12 @@ struct CheckpointInfo {
   nlohmann::json metrics;  ///< as passed to save(); null if unknown
 };
 
-/// Keeps a directory of checkpoints `ckpt-<step>.zanj`, pruned by a policy.
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+struct DistributedSaveOptions;  // configured_model/distributed.hpp
+#endif
+
+/// Keeps a directory of checkpoints `ckpt-<step>.zanj` (and distributed ones, directories
+/// `ckpt-<step>/`), pruned by a policy.
 ///
 /// Each save is crash-safe (see zanj::save), then the index `checkpoints.json` (steps and
 /// metrics) is replaced atomically, then old checkpoints are pruned. Pruning never removes the
@@ -84,6 +95,32 @@ class CheckpointManager {
     root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
     return save_async(state.step, root, metrics, options);
   }
+
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  /// A distributed checkpoint for `step` (the directory `ckpt-<step>/`, see
+  /// zanj::save_distributed in configured_model/distributed.hpp), called by every rank of
+  /// `group` with its view of the tree. After the ranks commit, rank 0 updates the index and
+  /// prunes (every rank's manager would decide the same); the others wait for it. Returns the
+  /// checkpoint's directory.  @throws as save_distributed; IoError on every rank if rank 0's
+  /// bookkeeping fails.
+  std::string save_distributed(std::int64_t step, const Node& tree, c10d::ProcessGroup& group,
+                               const nlohmann::json& metrics = nullptr);
+  std::string save_distributed(std::int64_t step, const Node& tree, c10d::ProcessGroup& group,
+                               const nlohmann::json& metrics,
+                               const DistributedSaveOptions& options);
+  /// A model with its optimizer, scheduler and counters (this rank's RNG states), by every rank.
+  template <class Model>
+  std::string save_distributed(const Model& model, const torch::optim::Optimizer& optimizer,
+                               const torch::optim::LRScheduler* scheduler,
+                               const TrainingState& state, c10d::ProcessGroup& group,
+                               const nlohmann::json& metrics = nullptr) {
+    Node root = model.to_node();
+    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
+    return save_distributed(state.step, root, group, metrics);
+  }
+  /// The directory used for the distributed checkpoint of `step`.
+  std::string directory_for(std::int64_t step) const;
+#endif
 
   /// Waits for the background save in flight, if any; rethrows its unobserved failure.
   void wait();

@@ -77,3 +77,30 @@ void DurableFile::commit() {
 }
 
 }  // namespace zanj::detail
+
+namespace zanj::detail {
+
+std::vector<std::string> remove_stale_temporaries(const std::string& directory,
+                                                  const std::vector<std::string>& prefixes) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(directory, ec)) {
+    const std::string name = entry.path().filename().string();
+    bool ours = false;
+    for (const auto& prefix : prefixes) ours |= name.rfind("." + prefix, 0) == 0;
+    ours = ours && name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    std::error_code type_ec;
+    if (!ours || !entry.is_regular_file(type_ec)) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      std::error_code rm;
+      fs::remove(entry.path(), rm);
+      if (!rm) removed.push_back(name);
+    }
+    ::close(fd);
+  }
+  return removed;
+}
+
+}  // namespace zanj::detail

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace zanj::detail {
 
@@ -28,5 +29,12 @@ class DurableFile {
   int fd_ = -1;
   bool committed_ = false;
 };
+
+/// Removes the hidden temporaries `.<prefix>...tmp` (for each of `prefixes`) in `directory` that
+/// no live writer owns: writers (DurableFile, ArchiveWriter) hold an exclusive flock on their
+/// temporary until it is renamed, so one whose lock can be taken was left by a killed save.
+/// Returns the names removed; never throws.
+std::vector<std::string> remove_stale_temporaries(const std::string& directory,
+                                                  const std::vector<std::string>& prefixes);
 
 }  // namespace zanj::detail

@@ -2,7 +2,6 @@
 #include "configured_model/checkpoint_manager.hpp"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,9 +27,13 @@ constexpr const char* kPrefix = "ckpt-";
 constexpr const char* kSuffix = ".zanj";
 constexpr const char* kIndex = "checkpoints.json";
 
-// "ckpt-00000100.zanj" -> 100; anything else (temporaries, other files) -> nullopt.
-std::optional<std::int64_t> step_of(const std::string& name) {
-  const std::string prefix = kPrefix, suffix = kSuffix;
+// The index that makes a directory a distributed checkpoint (zanj::kDistributedIndex).
+constexpr const char* kDistributedIndexName = "checkpoint.json";
+
+// "ckpt-00000100.zanj" (a file) or "ckpt-00000100" (a distributed checkpoint's directory) -> 100;
+// anything else (temporaries, other files) -> nullopt.
+std::optional<std::int64_t> step_of(const std::string& name, bool directory) {
+  const std::string prefix = kPrefix, suffix = directory ? "" : kSuffix;
   if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
       name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
     return std::nullopt;
@@ -57,24 +60,10 @@ CheckpointManager::CheckpointManager(std::string directory, CheckpointPolicy pol
   remove_stale_temporaries();
 }
 
-// A killed save leaves its hidden temporary behind. Writers hold an exclusive flock on their
-// temporary until it is renamed into place; one whose lock can be taken has no live writer.
+// A killed save leaves its hidden temporary behind; one no live writer holds is removed.
 void CheckpointManager::remove_stale_temporaries() const {
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(directory_, ec)) {
-    const std::string name = entry.path().filename().string();
-    const bool ours = (name.rfind(std::string(".") + kPrefix, 0) == 0 ||
-                       name.rfind(std::string(".") + kIndex, 0) == 0) &&
-                      name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
-    if (!ours || !entry.is_regular_file()) continue;
-    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-      std::error_code rm;
-      fs::remove(entry.path(), rm);
-      if (!rm) logger()->info("{}: removed {} left by an interrupted save", directory_, name);
-    }
-    ::close(fd);
+  for (const auto& name : detail::remove_stale_temporaries(directory_, {kPrefix, kIndex})) {
+    logger()->info("{}: removed {} left by an interrupted save", directory_, name);
   }
 }
 
@@ -87,6 +76,14 @@ std::string CheckpointManager::path_for(std::int64_t step) const {
   std::snprintf(name, sizeof(name), "%s%08lld%s", kPrefix, static_cast<long long>(step), kSuffix);
   return (fs::path(directory_) / name).string();
 }
+
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+std::string CheckpointManager::directory_for(std::int64_t step) const {
+  char name[64];
+  std::snprintf(name, sizeof(name), "%s%08lld", kPrefix, static_cast<long long>(step));
+  return (fs::path(directory_) / name).string();
+}
+#endif
 
 std::vector<CheckpointInfo> CheckpointManager::list() const {
   // Metrics from the index, when it is readable; the listing decides what exists.
@@ -110,9 +107,14 @@ std::vector<CheckpointInfo> CheckpointManager::list() const {
   std::vector<CheckpointInfo> out;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(directory_, ec)) {
-    if (!entry.is_regular_file()) continue;
-    const auto step = step_of(entry.path().filename().string());
+    std::error_code type_ec;
+    const bool directory = entry.is_directory(type_ec);
+    if (!directory && !entry.is_regular_file(type_ec)) continue;
+    const auto step = step_of(entry.path().filename().string(), directory);
     if (!step) continue;
+    if (directory && !fs::is_regular_file(entry.path() / kDistributedIndexName, type_ec)) {
+      continue;  // a distributed save that never committed
+    }
     CheckpointInfo info;
     info.path = entry.path().string();
     info.step = *step;
@@ -249,7 +251,8 @@ void CheckpointManager::prune(std::int64_t just_written) {
       continue;
     }
     std::error_code ec;
-    fs::remove(c.path, ec);
+    if (fs::is_directory(c.path, ec)) fs::remove_all(c.path, ec);
+    else fs::remove(c.path, ec);
     if (ec) {
       logger()->warn("{}: cannot remove old checkpoint: {}", c.path, ec.message());
       kept.push_back(c);

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+// The index of a distributed checkpoint (checkpoint.json): which rank files belong to it, where
+// each tensor's pieces are, and the tree's structure. Written last, by rank 0; read without
+// trusting it.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace zanj::detail {
+
+inline constexpr const char* kIndexFormat = "configured_model/distributed-checkpoint";
+inline constexpr const char* kRankFormat = "configured_model/distributed-rank";
+inline constexpr int kIndexVersion = 1;
+
+/// How a tensor was saved.
+enum class Placement {
+  kReplicated,  ///< the same on every rank; its rows spread over the ranks' files
+  kSharded,     ///< each rank held a piece along `dim`
+  kPerRank,     ///< different on every rank (RNG states): one whole copy per rank
+};
+
+struct IndexFile {
+  std::string name;  ///< a plain file name in the checkpoint's directory
+  std::uint64_t bytes = 0;
+  std::uint32_t crc32 = 0;
+};
+
+struct IndexPiece {
+  int rank = 0;
+  std::uint64_t index = 0;  ///< the piece's key in that rank's file: pieces/<index>
+  std::int64_t offset = 0;  ///< along `dim` (0 for whole pieces)
+  std::int64_t length = 0;  ///< along `dim` (for whole pieces: 0)
+};
+
+struct IndexTensor {
+  std::string path;
+  Placement placement = Placement::kReplicated;
+  c10::ScalarType dtype = c10::kFloat;
+  std::vector<std::int64_t> shape;
+  std::int64_t dim = -1;  ///< -1: every piece is the whole tensor
+  std::vector<IndexPiece> pieces;
+};
+
+struct Index {
+  std::string path;  ///< of checkpoint.json
+  std::string token;
+  int world_size = 1;
+  std::vector<IndexFile> files;  ///< one per rank, in rank order
+  std::vector<IndexTensor> tensors;
+  nlohmann::ordered_json tree;  ///< structure with tensor placeholders
+};
+
+const char* placement_name(Placement p);
+
+/// The index as JSON (the caller writes it crash-safely).
+nlohmann::ordered_json index_to_json(const Index& index);
+
+/// Reads and checks `directory`/checkpoint.json: fields and types, file names (plain names, one
+/// per rank), pieces (ranks in range, pieces along `dim` tiling the tensor exactly).
+/// @throws IoError when it cannot be read; FormatError naming the index and the field.
+Index load_index(const std::string& directory);
+
+/// The pieces of `t` along its dim, checked to tile [0, shape[dim]) exactly.
+/// @throws FormatError naming `file` otherwise.
+void check_tiling(const IndexTensor& t, const std::string& file);
+
+}  // namespace zanj::detail
