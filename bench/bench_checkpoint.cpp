@@ -26,6 +26,11 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+#include <configured_model/distributed.hpp>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 
 namespace {
 
@@ -168,6 +173,101 @@ long child_peak_kb(const std::string& op, const std::string& path, const BenchCo
   return std::stol(text);
 }
 
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+// Bytes this process has read through read()/pread() (/proc/self/io rchar).
+std::uint64_t bytes_read_so_far() {
+  std::ifstream in("/proc/self/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  return 0;
+}
+
+// Distributed child: rank `rank` of `world` in a Gloo group over a FileStore; "dist_save" saves
+// the (replicated, seed 0) model into DIR, "dist_read" reads DIR's checkpoint. Prints
+// "<seconds> <bytes>": bytes this rank wrote (its file) or read.
+int dist_child(const std::string& op, const std::string& dir, int rank, int world,
+               const std::string& store_path, const BenchConfig& config) {
+  auto store = c10::make_intrusive<c10d::FileStore>(store_path, world);
+  auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(300));
+  options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+  c10d::ProcessGroup& group = *pg;
+  torch::manual_seed(0);
+  if (op == "dist_save") {
+    BenchNet m(config);
+    const zanj::Node tree = m.to_node();
+    const auto start = Clock::now();
+    const auto result = zanj::save_distributed(dir, tree, group);
+    const double t = std::chrono::duration<double>(Clock::now() - start).count();
+    std::printf("%.6f %llu\n", t,
+                static_cast<unsigned long long>(result.bytes_per_rank[static_cast<std::size_t>(rank)]));
+    return 0;
+  }
+  if (op == "dist_read" || op == "dist_read_bcast") {
+    zanj::DistributedReadOptions read;
+    read.broadcast_replicated = op == "dist_read_bcast";
+    const auto before = bytes_read_so_far();
+    const auto start = Clock::now();
+    const zanj::Node tree = zanj::read_distributed(dir, group, read);
+    const double t = std::chrono::duration<double>(Clock::now() - start).count();
+    std::printf("%.6f %llu\n", t, static_cast<unsigned long long>(bytes_read_so_far() - before));
+    return 0;
+  }
+  return 2;
+}
+
+// Runs `world` dist children; returns the slowest rank's time and each rank's bytes.
+std::pair<double, std::vector<std::uint64_t>> run_dist(const std::string& op, const std::string& dir,
+                                                       int world, const BenchConfig& c) {
+  const std::string store = dir + ".store." + op + "." + std::to_string(world);
+  std::remove(store.c_str());
+  std::vector<pid_t> pids;
+  std::vector<int> fds;
+  for (int r = 0; r < world; ++r) {
+    int out[2];
+    check(::pipe(out) == 0, "pipe failed");
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      const std::string layers = std::to_string(c.layers), width = std::to_string(c.width),
+                        rank = std::to_string(r), size = std::to_string(world);
+      ::execl("/proc/self/exe", "zanj_bench", "--child", op.c_str(), "--path", dir.c_str(),
+              "--layers", layers.c_str(), "--width", width.c_str(), "--rank", rank.c_str(),
+              "--world", size.c_str(), "--store", store.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    pids.push_back(pid);
+    fds.push_back(out[0]);
+  }
+  double slowest = 0;
+  std::vector<std::uint64_t> bytes;
+  for (int r = 0; r < world; ++r) {
+    std::string text;
+    char buf[256];
+    ssize_t n;
+    while ((n = ::read(fds[static_cast<std::size_t>(r)], buf, sizeof buf)) > 0) {
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fds[static_cast<std::size_t>(r)]);
+    int status = 0;
+    ::waitpid(pids[static_cast<std::size_t>(r)], &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, op + " rank " + std::to_string(r) + " failed");
+    double t = 0;
+    unsigned long long b = 0;
+    check(std::sscanf(text.c_str(), "%lf %llu", &t, &b) == 2, op + ": no figures from a rank");
+    slowest = std::max(slowest, t);
+    bytes.push_back(b);
+  }
+  std::remove(store.c_str());
+  return {slowest, bytes};
+}
+#endif
+
 struct Row {
   std::string key, label;
   double value;
@@ -196,8 +296,18 @@ int main(int argc, char** argv) {
   app.add_option("--dir", dir, "Directory for the files (removed afterwards)");
   app.add_option("--child", child_op)->group("");
   app.add_option("--path", child_path)->group("");
+  int child_rank = 0, child_world = 1;
+  std::string child_store;
+  app.add_option("--rank", child_rank)->group("");
+  app.add_option("--world", child_world)->group("");
+  app.add_option("--store", child_store)->group("");
   CLI11_PARSE(app, argc, argv);
   zanj::logger()->set_level(spdlog::level::warn);
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+  if (child_op.rfind("dist_", 0) == 0) {
+    return dist_child(child_op, child_path, child_rank, child_world, child_store, config);
+  }
+#endif
   if (!child_op.empty()) return child(child_op, child_path, config);
 
   try {
@@ -520,6 +630,45 @@ int main(int argc, char** argv) {
                 json["deflated_read_gbps"].get<double>());
     std::printf("%-34s %12.2f GB/s of model bytes\n", "kDeflate save",
                 json["deflate_save_gbps"].get<double>());
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
+    // Distributed saves of the model, data parallel (every rank holds all of it): the bytes each
+    // rank writes against the model's, save and resume wall time (N processes on this machine,
+    // sharing its cores and disk), and the bytes each rank reads resuming 4 -> 2.
+    {
+      const std::string ddir = base + "_dist";
+      std::printf("\n%-34s %10s %10s %12s %10s\n", "distributed (N ranks)", "save s", "read s",
+                  "max B/rank", "x model");
+      for (int n : {1, 2, 4}) {
+        std::filesystem::remove_all(ddir);
+        const auto [save_s, written] = run_dist("dist_save", ddir, n, config);
+        const auto [read_s, read_bytes] = run_dist("dist_read", ddir, n, config);
+        const double largest = static_cast<double>(*std::max_element(written.begin(), written.end()));
+        const std::string k = "_n" + std::to_string(n);
+        json["dist_bytes_per_rank_vs_model" + k] = largest / static_cast<double>(bytes);
+        json["dist_save_s" + k] = save_s;
+        json["dist_read_s" + k] = read_s;
+        json["dist_save_vs_single_save" + k] = save_s / s["zanj_save"];
+        std::printf("%-34s %10.4f %10.4f %12.0f %10.3f\n", ("N = " + std::to_string(n)).c_str(),
+                    save_s, read_s, largest, largest / static_cast<double>(bytes));
+        if (n == 4) {
+          const auto [resume_s, per_rank] = run_dist("dist_read", ddir, 2, config);
+          const double most = static_cast<double>(*std::max_element(per_rank.begin(), per_rank.end()));
+          json["dist_read_s_4_to_2"] = resume_s;
+          json["dist_bytes_read_per_rank_vs_model_4_to_2"] = most / static_cast<double>(bytes);
+          std::printf("%-34s %10s %10.4f %12.0f %10.3f  (bytes read by the busiest rank)\n",
+                      "resume 4 -> 2", "", resume_s, most, most / static_cast<double>(bytes));
+          const auto [bcast_s, bcast_bytes] = run_dist("dist_read_bcast", ddir, 2, config);
+          json["dist_read_broadcast_s_4_to_2"] = bcast_s;
+          json["dist_bytes_read_rank1_vs_model_4_to_2_broadcast"] =
+              static_cast<double>(bcast_bytes[1]) / static_cast<double>(bytes);
+          std::printf("%-34s %10s %10.4f %12.0f %10.3f  (rank 0 reads and broadcasts; rank 1's)\n",
+                      "resume 4 -> 2, broadcast", "", bcast_s, static_cast<double>(bcast_bytes[1]),
+                      static_cast<double>(bcast_bytes[1]) / static_cast<double>(bytes));
+        }
+      }
+      std::filesystem::remove_all(ddir);
+    }
+#endif
     for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st}) std::remove(f.c_str());
     std::cout << "BENCH_JSON " << json.dump() << std::endl;
   } catch (const std::exception& e) {
