@@ -15,7 +15,7 @@ build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCONFIGURED_MODEL_FUZZ=ON -DCONFIGURED_MODEL_BUILD_TESTS=OFF -DCONFIGURED_MODEL_BUILD_EXAMPLES=OFF \
   -DCONFIGURED_MODEL_BUILD_TOOLS=OFF -DCONFIGURED_MODEL_INSTALL=OFF >/dev/null
-cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz
+cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz dist_index_fuzz
 
 # Seed corpora from the committed test data.
 seeds="$build/seeds"
@@ -49,11 +49,14 @@ open(sys.argv[2], "wb").write(z.read([n for n in z.namelist() if n.endswith("/da
     "$f" "$seeds/torch_fuzz/$(basename "$f").pkl" 2>/dev/null || true
 done
 cp "$build"/fixtures/st/*.safetensors "$build"/fixtures/st/sharded/*.safetensors "$seeds/safetensors_fuzz/"
+# The distributed index: one a real 3-rank save of examples/ddp wrote.
+mkdir -p "$seeds/dist_index_fuzz"
+cp "$root"/tests/data/distributed/*.json "$seeds/dist_index_fuzz/"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 status=0
-for target in npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz; do
+for target in npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz dist_index_fuzz; do
   corpus="$build/corpus/$target"
   mkdir -p "$corpus" "$build/artifacts/$target"
   regressions="$root/tests/data/fuzz_regressions/$target"

@@ -137,6 +137,13 @@ Index load_index(const std::string& directory) {
   std::string text(static_cast<std::size_t>(size), '\0');
   in.read(text.data(), size);
   if (in.gcount() != size) throw IoError(file + ": short read");
+  return parse_index(text, index.path);
+}
+
+Index parse_index(std::string_view text, const std::string& file) {
+  Index index;
+  index.path = file;
+  JsonLimits limits;
   const auto j = parse_json(text, file, "", limits);
   const Checker c{file};
 

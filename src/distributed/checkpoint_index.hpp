@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace zanj::detail {
@@ -64,6 +65,9 @@ nlohmann::ordered_json index_to_json(const Index& index);
 /// per rank), pieces (ranks in range, pieces along `dim` tiling the tensor exactly).
 /// @throws IoError when it cannot be read; FormatError naming the index and the field.
 Index load_index(const std::string& directory);
+
+/// The same for the index's text (`file` names it in errors).
+Index parse_index(std::string_view text, const std::string& file);
 
 /// The pieces of `t` along its dim, checked to tile [0, shape[dim]) exactly.
 /// @throws FormatError naming `file` otherwise.
