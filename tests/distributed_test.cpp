@@ -18,6 +18,7 @@
 
 #include "../src/distributed/checkpoint_index.hpp"
 #include "../src/distributed/save_plan.hpp"
+#include "configured_model/async_saver.hpp"
 #include "configured_model/distributed.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
@@ -246,6 +247,13 @@ TEST_F(DistributedTest, ConsolidatedFileIsAnOrdinaryCheckpoint) {
     EXPECT_EQ(zanj_test::run("/usr/bin/python3 " + zanj_test::scripts_dir() +
                              "/check_checkpoint.py " + out + " >/dev/null"),
               0);
+    // Each rank's file is an ordinary ZANJ archive to Python too (zipfile + numpy).
+    for (const auto& f : zanj::detail::load_index(d).files) {
+      EXPECT_EQ(zanj_test::run("/usr/bin/python3 " + zanj_test::scripts_dir() +
+                               "/check_checkpoint.py " + d + "/" + f.name + " >/dev/null"),
+                0)
+          << f.name;
+    }
   }
 }
 
@@ -398,6 +406,25 @@ TEST_F(DistributedTest, ReadmeSnippet) {
   EXPECT_TRUE(SameTree(back, tree));
   EXPECT_TRUE(SameTree(zanj::read("whole.zanj"), tree));
   fs::current_path(cwd);
+}
+
+TEST_F(DistributedTest, AsyncSaveHoldsTheValuesAtTheCallAndReportsFailures) {
+  auto store = c10::make_intrusive<c10d::FileStore>((root_ / "store").string(), 1);
+  auto pg_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(30));
+  pg_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, 0, 1, pg_options);
+  zanj::AsyncSaver saver;
+  zanj::Node tree = zanj_test::whole_tree(0);
+  const std::string d = dir("ckpt");
+  auto handle = zanj::save_distributed_async(saver, d, tree, *group);
+  // Training goes on at once: the file must still hold the values at the call.
+  tree.at("state_dict").at("fc.weight").tensor().add_(1);
+  tree.at("buffers").as_list()[0].tensor().zero_();
+  handle.wait();
+  EXPECT_TRUE(SameTree(zanj::read_distributed(d, 0, 1), zanj_test::whole_tree(0)));
+  // A save that cannot be written: wait() rethrows the writer thread's IoError.
+  auto bad = zanj::save_distributed_async(saver, "/proc/zanj-cannot-write/ckpt", tree, *group);
+  EXPECT_THROW(bad.wait(), zanj::IoError);
 }
 
 }  // namespace

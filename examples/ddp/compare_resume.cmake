@@ -24,6 +24,13 @@ foreach(n 2 3)
   endif()
   message(STATUS "${n} ranks identical: ${straight}")
 endforeach()
+# Background saves (their own process group, on the writer thread): the same digest.
+run_example(async_first --world-size 2 --ckpt-dir "${WORK}/async2" --steps 60 --save-every 20 --async)
+run_example(async_resumed --world-size 2 --ckpt-dir "${WORK}/async2" --steps 120 --save-every 20 --resume --async)
+run_example(sync_straight --world-size 2 --ckpt-dir "${WORK}/straight2b" --steps 120 --save-every 20)
+if(NOT async_resumed STREQUAL sync_straight)
+  message(FATAL_ERROR "2 ranks with --async: '${async_resumed}', synchronous straight run '${sync_straight}'")
+endif()
 # 3 -> 2 and 3 -> 1: the model and optimizer come back whole; training goes on.
 run_example(two --world-size 2 --ckpt-dir "${WORK}/split3" --steps 140 --save-every 20 --resume)
 run_example(one --world-size 1 --ckpt-dir "${WORK}/split3" --steps 160 --save-every 20 --resume)

@@ -19,6 +19,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/torch.h>
 
@@ -45,6 +46,7 @@ struct Options {
   std::int64_t save_every = 25;
   std::string ckpt_dir;
   bool resume = false;
+  bool background = false;
   int timeout_s = 600;
 };
 
@@ -72,6 +74,14 @@ int run_rank(const Options& o) {
   auto pg_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
   pg_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, pg_options);
+
+  // Background saves run their collectives on the writer thread while training all-reduces on
+  // this one: they get a group of their own (same store, its own key prefix).
+  c10::intrusive_ptr<c10d::ProcessGroup> ckpt_group;
+  if (o.background) {
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("checkpoints", store);
+    ckpt_group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, o.rank, o.world_size, pg_options);
+  }
 
   zanj::CheckpointPolicy policy;
   policy.save_every = o.save_every;
@@ -128,9 +138,14 @@ int run_rank(const Options& o) {
     state.samples_seen += kBatch;
     model->training_records()["loss"].push_back(global_loss.item<double>());
     if (manager.due(state.step) || state.step == o.steps) {
-      manager.save_distributed(*model, *optimizer, scheduler.get(), state, *group);
+      if (o.background) {  // returns once this rank's state is copied aside
+        manager.save_distributed_async(*model, *optimizer, scheduler.get(), state, *ckpt_group);
+      } else {
+        manager.save_distributed(*model, *optimizer, scheduler.get(), state, *group);
+      }
     }
   }
+  manager.wait();  // the last checkpoint is in place (rethrows a failed background save)
   std::cout << "rank " << o.rank << " trained to step " << state.step << ", last loss "
             << model->training_records()["loss"].back().get<double>() << "; latest checkpoint "
             << manager.latest()->path << "\n";
@@ -222,6 +237,7 @@ int main(int argc, char** argv) {
   app.add_option("--save-every", o.save_every, "checkpoint interval")->check(CLI::PositiveNumber);
   app.add_option("--ckpt-dir", o.ckpt_dir, "checkpoint directory (CheckpointManager)")->required();
   app.add_flag("--resume", o.resume, "continue from the latest checkpoint, at any --world-size");
+  app.add_flag("--async", o.background, "save checkpoints in the background (training goes on)");
   app.add_option("--timeout-s", o.timeout_s, "launcher: kill the ranks after this long");
   app.add_option("--rank", o.rank, "internal: run as this rank")->group("");
   app.add_option("--store", o.store, "internal: the FileStore path")->group("");

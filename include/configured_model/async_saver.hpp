@@ -83,6 +83,12 @@ class AsyncSaver {
   SaveHandle save(const Node& tree, std::string path, const SaveOptions& options = {},
                   std::function<void()> then = {});
 
+  /// Snapshots `tree` like save(), then runs `write(snapshot)` on the writer thread instead of
+  /// zanj::save(): the one snapshot for every kind of save (distributed saves use it). `label`
+  /// is what SaveHandle::path() gives. An exception from `write` is the save's error.
+  SaveHandle save_with(const Node& tree, std::string label,
+                       std::function<void(const Node& snapshot)> write);
+
   /// A ConfiguredModel (or anything with to_node()), as model.save(path) writes it.
   template <class Model>
   SaveHandle save_model(const Model& model, std::string path, const SaveOptions& options = {}) {

@@ -118,6 +118,21 @@ class CheckpointManager {
     root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
     return save_distributed(state.step, root, group, metrics);
   }
+  /// save_distributed in the background (see zanj::save_distributed_async): returns once this
+  /// rank's state is copied aside; the writer thread saves, then rank 0 updates the index and
+  /// prunes. `group` must be dedicated to checkpoints while saves are in flight (not the group
+  /// training all-reduces over) and outlive them. Failures reach wait() as with save_async.
+  SaveHandle save_distributed_async(std::int64_t step, const Node& tree, c10d::ProcessGroup& group,
+                                    const nlohmann::json& metrics = nullptr);
+  template <class Model>
+  SaveHandle save_distributed_async(const Model& model, const torch::optim::Optimizer& optimizer,
+                                    const torch::optim::LRScheduler* scheduler,
+                                    const TrainingState& state, c10d::ProcessGroup& group,
+                                    const nlohmann::json& metrics = nullptr) {
+    Node root = model.to_node();
+    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
+    return save_distributed_async(state.step, root, group, metrics);
+  }
   /// The directory used for the distributed checkpoint of `step`.
   std::string directory_for(std::int64_t step) const;
 #endif

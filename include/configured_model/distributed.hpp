@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/async_saver.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
@@ -88,6 +89,18 @@ struct DistributedSaveResult {
 DistributedSaveResult save_distributed(const std::string& directory, const Node& root,
                                        c10d::ProcessGroup& group,
                                        const DistributedSaveOptions& options = {});
+
+/// save_distributed in the background: `saver` snapshots `root` (the caller's only stall: one
+/// memory copy of this rank's state, into staging memory reused save after save), then its
+/// writer thread runs save_distributed on the snapshot; the handle's wait() rethrows its error.
+/// Every rank calls it. `group` must outlive the save and must not be used by anything else
+/// while a save is in flight: collectives have to come in the same order on every rank, and
+/// training's allreduce on the other thread would interleave with the save's. Give checkpoints
+/// a group of their own (e.g. a ProcessGroupGloo over a c10d::PrefixStore of the training
+/// group's store), as examples/ddp does.
+SaveHandle save_distributed_async(AsyncSaver& saver, const std::string& directory,
+                                  const Node& root, c10d::ProcessGroup& group,
+                                  const DistributedSaveOptions& options = {});
 
 /// Reads the distributed checkpoint in `directory` as rank `rank` of `world_size` (any world
 /// size, not only the one that saved it): the whole structure, replicated tensors whole, sharded

@@ -185,6 +185,14 @@ void remove_quietly(const std::string& path) {
 
 }  // namespace
 
+SaveHandle save_distributed_async(AsyncSaver& saver, const std::string& directory,
+                                  const Node& root, c10d::ProcessGroup& group,
+                                  const DistributedSaveOptions& options) {
+  return saver.save_with(root, directory, [directory, &group, options](const Node& snapshot) {
+    save_distributed(directory, snapshot, group, options);
+  });
+}
+
 std::pair<std::int64_t, std::int64_t> even_split(std::int64_t size, int rank, int world_size) {
   if (world_size <= 0 || rank < 0 || rank >= world_size || size < 0) {
     throw UsageError("even_split: rank " + std::to_string(rank) + " of " +

@@ -59,6 +59,7 @@ struct Source {
   }
 
   void pread_exact(void* dst, std::uint64_t n, std::uint64_t at, const std::string& key) const {
+    if (n == 0) return;  // an empty tensor: its data pointer may be null
     if (memory) {
       std::memcpy(dst, memory->data() + at, n);
       return;

@@ -50,8 +50,7 @@ struct AsyncSaver::Slot {
 
 struct AsyncSaver::Job {
   Node tree;  // its tensors are a slot's staging tensors
-  SaveOptions options;
-  std::function<void()> then;
+  std::function<void(const Node&)> write;
   std::shared_ptr<SaveHandle::State> state;
 };
 
@@ -97,8 +96,7 @@ void AsyncSaver::run() {
     }
     std::exception_ptr error;
     try {
-      zanj::save(job->tree, job->state->path, job->options);
-      if (job->then) job->then();
+      job->write(job->tree);
     } catch (...) {
       error = std::current_exception();
     }
@@ -190,6 +188,16 @@ void stage(Node& n, std::vector<at::Tensor>& staging, std::size_t& i, std::uint6
 
 SaveHandle AsyncSaver::save(const Node& tree, std::string path, const SaveOptions& options,
                             std::function<void()> then) {
+  const std::string target = path;
+  return save_with(tree, std::move(path),
+                   [target, options, then = std::move(then)](const Node& snapshot) {
+                     zanj::save(snapshot, target, options);
+                     if (then) then();
+                   });
+}
+
+SaveHandle AsyncSaver::save_with(const Node& tree, std::string label,
+                                 std::function<void(const Node&)> write) {
   rethrow_unobserved();
   Slot& slot = free_slot();
   rethrow_unobserved();  // the save waited for may have failed
@@ -215,10 +223,9 @@ SaveHandle AsyncSaver::save(const Node& tree, std::string path, const SaveOption
         [&](std::size_t k) { std::memcpy(pieces[k].dst, pieces[k].src, pieces[k].n); },
         [](std::size_t) {});
   }
-  job->options = options;
-  job->then = std::move(then);
+  job->write = std::move(write);
   job->state = std::make_shared<SaveHandle::State>();
-  job->state->path = std::move(path);
+  job->state->path = std::move(label);
   SaveHandle handle(job->state);
   slot.user = handle;
   in_flight_.push_back(handle);
