@@ -9,8 +9,6 @@
 // Exit status: 0 done (read: every value as expected), 1 a value differs, 3 IoError,
 // 4 ConfigError, 5 FormatError, 6 anything else.
 #include <sys/resource.h>
-#include <torch/csrc/distributed/c10d/FileStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/torch.h>
 
 #include <csignal>
@@ -18,6 +16,8 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "configured_model/distributed.hpp"
 #include "configured_model/errors.hpp"
@@ -29,7 +29,8 @@ bool same(const torch::Tensor& a, const torch::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
   const auto ac = a.contiguous();
   const auto bc = b.contiguous();
-  return std::memcmp(ac.data_ptr(), bc.data_ptr(), static_cast<std::size_t>(ac.nbytes())) == 0;
+  const auto n = static_cast<std::size_t>(ac.nbytes());  // empty tensors may have no data pointer
+  return n == 0 || std::memcmp(ac.data_ptr(), bc.data_ptr(), n) == 0;
 }
 
 // Compares trees; reports the first difference.
@@ -70,8 +71,10 @@ int main(int argc, char** argv) {
     std::string key = argv[i];
     if (key.rfind("--", 0) != 0) return 6;
     key = key.substr(2);
-    if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) arg[key] = argv[++i];
-    else arg[key] = "1";
+    if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0)
+      arg[key] = argv[++i];
+    else
+      arg[key] = "1";
   }
   const auto get = [&](const char* k, const std::string& def) {
     return arg.count(k) ? arg[k] : def;
