@@ -149,28 +149,42 @@ int child(const std::string& op, const std::string& path, const BenchConfig& con
   return 0;
 }
 
-long child_peak_kb(const std::string& op, const std::string& path, const BenchConfig& c) {
+// This benchmark again, as a child with `args`, its stdout on a pipe: {pid, read end}.
+std::pair<pid_t, int> spawn_self(std::vector<std::string> args) {
   int out[2];
   check(::pipe(out) == 0, "pipe failed");
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out[1], 1);
     ::close(out[0]);
-    const std::string layers = std::to_string(c.layers), width = std::to_string(c.width);
-    ::execl("/proc/self/exe", "zanj_bench", "--child", op.c_str(), "--path", path.c_str(),
-            "--layers", layers.c_str(), "--width", width.c_str(), static_cast<char*>(nullptr));
+    args.insert(args.begin(), "zanj_bench");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
     ::_exit(127);
   }
   ::close(out[1]);
+  return {pid, out[0]};
+}
+
+// Everything the child printed; fails unless it exited 0.
+std::string collect(pid_t pid, int fd, const std::string& what) {
   std::string text;
   char buf[256];
   ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
-  ::close(out[0]);
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
   int status = 0;
   ::waitpid(pid, &status, 0);
-  check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child " + op + " failed");
-  return std::stol(text);
+  check(WIFEXITED(status) && WEXITSTATUS(status) == 0, what + " failed");
+  return text;
+}
+
+long child_peak_kb(const std::string& op, const std::string& path, const BenchConfig& c) {
+  const auto [pid, fd] = spawn_self({"--child", op, "--path", path, "--layers",
+                                     std::to_string(c.layers), "--width", std::to_string(c.width)});
+  return std::stol(collect(pid, fd, "child " + op));
 }
 
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
@@ -224,39 +238,18 @@ std::pair<double, std::vector<std::uint64_t>> run_dist(const std::string& op, co
                                                        int world, const BenchConfig& c) {
   const std::string store = dir + ".store." + op + "." + std::to_string(world);
   std::remove(store.c_str());
-  std::vector<pid_t> pids;
-  std::vector<int> fds;
+  std::vector<std::pair<pid_t, int>> children;
   for (int r = 0; r < world; ++r) {
-    int out[2];
-    check(::pipe(out) == 0, "pipe failed");
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::dup2(out[1], 1);
-      ::close(out[0]);
-      const std::string layers = std::to_string(c.layers), width = std::to_string(c.width),
-                        rank = std::to_string(r), size = std::to_string(world);
-      ::execl("/proc/self/exe", "zanj_bench", "--child", op.c_str(), "--path", dir.c_str(),
-              "--layers", layers.c_str(), "--width", width.c_str(), "--rank", rank.c_str(),
-              "--world", size.c_str(), "--store", store.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    pids.push_back(pid);
-    fds.push_back(out[0]);
+    children.push_back(spawn_self({"--child", op, "--path", dir, "--layers",
+                                   std::to_string(c.layers), "--width", std::to_string(c.width),
+                                   "--rank", std::to_string(r), "--world", std::to_string(world),
+                                   "--store", store}));
   }
   double slowest = 0;
   std::vector<std::uint64_t> bytes;
   for (int r = 0; r < world; ++r) {
-    std::string text;
-    char buf[256];
-    ssize_t n;
-    while ((n = ::read(fds[static_cast<std::size_t>(r)], buf, sizeof buf)) > 0) {
-      text.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(fds[static_cast<std::size_t>(r)]);
-    int status = 0;
-    ::waitpid(pids[static_cast<std::size_t>(r)], &status, 0);
-    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, op + " rank " + std::to_string(r) + " failed");
+    const auto [pid, fd] = children[static_cast<std::size_t>(r)];
+    const std::string text = collect(pid, fd, op + " rank " + std::to_string(r));
     double t = 0;
     unsigned long long b = 0;
     check(std::sscanf(text.c_str(), "%lf %llu", &t, &b) == 2, op + ": no figures from a rank");

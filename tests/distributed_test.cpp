@@ -2,6 +2,8 @@
 // Distributed checkpoints with real processes: each rank is a distributed_helper process in a
 // Gloo group over a FileStore (127.0.0.1). Every launch has a deadline; ranks still running
 // after it are killed and the test fails, so a hang cannot stall the suite.
+#include "configured_model/distributed.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,14 +14,12 @@
 #include <filesystem>
 #include <map>
 #include <thread>
-
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "../src/distributed/checkpoint_index.hpp"
 #include "../src/distributed/save_plan.hpp"
 #include "configured_model/async_saver.hpp"
-#include "configured_model/distributed.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
 #include "distributed_tree.hpp"
@@ -46,9 +46,15 @@ Ranks launch(const std::string& dir, int world, std::vector<std::string> args,
   std::vector<pid_t> pids;
   const auto start = std::chrono::steady_clock::now();
   for (int r = 0; r < world; ++r) {
-    std::vector<std::string> argv = {CONFIGURED_MODEL_DISTRIBUTED_HELPER, "--rank", std::to_string(r),
-                                     "--world", std::to_string(world), "--store", store,
-                                     "--dir", dir};
+    std::vector<std::string> argv = {CONFIGURED_MODEL_DISTRIBUTED_HELPER,
+                                     "--rank",
+                                     std::to_string(r),
+                                     "--world",
+                                     std::to_string(world),
+                                     "--store",
+                                     store,
+                                     "--dir",
+                                     dir};
     argv.insert(argv.end(), args.begin(), args.end());
     if (const auto it = per_rank.find(r); it != per_rank.end()) {
       argv.insert(argv.end(), it->second.begin(), it->second.end());
@@ -92,7 +98,9 @@ Ranks launch(const std::string& dir, int world, std::vector<std::string> args,
   return result;
 }
 
-std::vector<int> all(int world, int code) { return std::vector<int>(static_cast<std::size_t>(world), code); }
+std::vector<int> all(int world, int code) {
+  return std::vector<int>(static_cast<std::size_t>(world), code);
+}
 
 std::vector<std::string> rank_files(const std::string& dir) {
   std::vector<std::string> names;
@@ -108,7 +116,8 @@ zanj::Node consolidated_expectation(int variant) {
   return expected;
 }
 
-::testing::AssertionResult SameTree(const zanj::Node& a, const zanj::Node& b, const std::string& path = "") {
+::testing::AssertionResult SameTree(const zanj::Node& a, const zanj::Node& b,
+                                    const std::string& path = "") {
   if (a.is_tensor() || b.is_tensor()) {
     if (!a.is_tensor() || !b.is_tensor()) return ::testing::AssertionFailure() << path << ": kind";
     auto r = zanj_test::BitIdentical(a.tensor(), b.tensor());
@@ -119,18 +128,21 @@ zanj::Node consolidated_expectation(int variant) {
     return ::testing::AssertionFailure() << path << ": kind";
   }
   if (a.is_dict()) {
-    if (a.as_dict().size() != b.as_dict().size()) return ::testing::AssertionFailure() << path << ": size";
+    if (a.as_dict().size() != b.as_dict().size())
+      return ::testing::AssertionFailure() << path << ": size";
     for (std::size_t i = 0; i < a.as_dict().size(); ++i) {
       if (a.as_dict()[i].first != b.as_dict()[i].first) {
         return ::testing::AssertionFailure() << path << ": key " << a.as_dict()[i].first;
       }
-      auto r = SameTree(a.as_dict()[i].second, b.as_dict()[i].second, path + "/" + a.as_dict()[i].first);
+      auto r =
+          SameTree(a.as_dict()[i].second, b.as_dict()[i].second, path + "/" + a.as_dict()[i].first);
       if (!r) return r;
     }
     return ::testing::AssertionSuccess();
   }
   if (a.is_list()) {
-    if (a.as_list().size() != b.as_list().size()) return ::testing::AssertionFailure() << path << ": size";
+    if (a.as_list().size() != b.as_list().size())
+      return ::testing::AssertionFailure() << path << ": size";
     for (std::size_t i = 0; i < a.as_list().size(); ++i) {
       auto r = SameTree(a.as_list()[i], b.as_list()[i], path + "/" + std::to_string(i));
       if (!r) return r;
@@ -138,7 +150,8 @@ zanj::Node consolidated_expectation(int variant) {
     return ::testing::AssertionSuccess();
   }
   if (a.scalar() != b.scalar()) {
-    return ::testing::AssertionFailure() << path << ": " << a.scalar().dump() << " vs " << b.scalar().dump();
+    return ::testing::AssertionFailure()
+           << path << ": " << a.scalar().dump() << " vs " << b.scalar().dump();
   }
   return ::testing::AssertionSuccess();
 }
@@ -177,9 +190,12 @@ class DistributedTest : public ::testing::Test {
 };
 
 TEST(SavePlan, SpreadsReplicatedBytesEvenlyGiveOrTakeARow) {
-  std::vector<zanj::detail::PlanItem> items = {{1000, 400}, {1, 8}, {64, 4}, {0, 4}, {4096, 4096}, {10, 40}};
+  std::vector<zanj::detail::PlanItem> items = {{1000, 400}, {1, 8},       {64, 4},
+                                               {0, 4},      {4096, 4096}, {10, 40}};
   std::uint64_t total = 0, widest = 0;
-  for (const auto& it : items) total += static_cast<std::uint64_t>(it.rows) * it.row_bytes, widest = std::max(widest, it.row_bytes);
+  for (const auto& it : items)
+    total += static_cast<std::uint64_t>(it.rows) * it.row_bytes,
+        widest = std::max(widest, it.row_bytes);
   for (int world : {1, 2, 3, 4, 7}) {
     const auto plan = zanj::detail::plan_pieces(items, world);
     std::vector<std::uint64_t> per_rank(static_cast<std::size_t>(world), 0);
@@ -189,10 +205,12 @@ TEST(SavePlan, SpreadsReplicatedBytesEvenlyGiveOrTakeARow) {
       ASSERT_LT(p.rank, world);
       EXPECT_EQ(p.offset, covered[p.item]) << "pieces of an item are in order and contiguous";
       covered[p.item] += p.length;
-      per_rank[static_cast<std::size_t>(p.rank)] += static_cast<std::uint64_t>(p.length) * items[p.item].row_bytes;
+      per_rank[static_cast<std::size_t>(p.rank)] +=
+          static_cast<std::uint64_t>(p.length) * items[p.item].row_bytes;
     }
     for (std::size_t i = 0; i < items.size(); ++i) EXPECT_EQ(covered[i], items[i].rows);
-    for (auto b : per_rank) EXPECT_LE(b, total / static_cast<std::uint64_t>(world) + widest) << world;
+    for (auto b : per_rank)
+      EXPECT_LE(b, total / static_cast<std::uint64_t>(world) + widest) << world;
     const auto again = zanj::detail::plan_pieces(items, world);
     ASSERT_EQ(again.size(), plan.size());
     for (std::size_t i = 0; i < plan.size(); ++i) {
@@ -305,7 +323,8 @@ TEST_F(DistributedTest, DamagedCheckpointsAreTypedErrorsNamingFileAndRank) {
   const std::string f1 = d + "/" + idx.files[1].name;
   const std::string good = zanj_test::read_bytes(f1);
   fs::remove(f1);
-  expect_read_error<zanj::IoError>(d, idx.files[1].name, "rank 1 of 2: the file the index names is missing");
+  expect_read_error<zanj::IoError>(d, idx.files[1].name,
+                                   "rank 1 of 2: the file the index names is missing");
   zanj_test::write_bytes(f1, good.substr(0, good.size() / 2));
   expect_read_error<zanj::FormatError>(d, idx.files[1].name, "truncated");
   // Another save's file under this name, same size: foreign.
@@ -326,7 +345,8 @@ TEST_F(DistributedTest, DamagedCheckpointsAreTypedErrorsNamingFileAndRank) {
   // An index that disagrees with the files: a piece's shape, then pieces that overlap.
   auto j = nlohmann::json::parse(index_text);
   for (auto& t : j["tensors"]) {
-    if (t["path"] == "state_dict/fc.weight") t["pieces"][0]["length"] = t["pieces"][0]["length"].get<int>() + 1;
+    if (t["path"] == "state_dict/fc.weight")
+      t["pieces"][0]["length"] = t["pieces"][0]["length"].get<int>() + 1;
   }
   zanj_test::write_bytes(d + "/checkpoint.json", j.dump());
   EXPECT_THROW(zanj::read_distributed(d, 0, 1), zanj::FormatError);
@@ -363,7 +383,8 @@ TEST_F(DistributedTest, CliListsVerifiesDiffsAndConsolidatesDirectories) {
   zanj_test::write_bytes(f1, bytes);
   EXPECT_EQ(zanj_test::run(cli + " verify " + d, &out), 1);
   EXPECT_NE(out.find(idx.files[1].name), std::string::npos) << out;
-  EXPECT_EQ(zanj_test::run(cli + " consolidate " + dir("absent") + " " + whole + " 2>/dev/null"), 2);
+  EXPECT_EQ(zanj_test::run(cli + " consolidate " + dir("absent") + " " + whole + " 2>/dev/null"),
+            2);
 }
 
 // The README's snippet, with a group of one process.
@@ -390,9 +411,9 @@ TEST_F(DistributedTest, ReadmeSnippet) {
   auto model = std::make_shared<EmbeddingModel>(EmbeddingModel{vocab, dim});
   // --- snippet ---
   zanj::DistributedSaveOptions options;
-  auto [offset, rows] = zanj::even_split(vocab, rank, world_size);   // this rank's embedding rows
+  auto [offset, rows] = zanj::even_split(vocab, rank, world_size);  // this rank's embedding rows
   options.shards["state_dict/emb.weight"] = {{vocab, dim}, /*dim=*/0, offset};
-  zanj::Node tree = model->to_node();                                // emb.weight holds its rows only
+  zanj::Node tree = model->to_node();  // emb.weight holds its rows only
   zanj::save_distributed("ckpt/step-100", tree, *group, options);
 
   zanj::DistributedReadOptions read;
@@ -400,7 +421,7 @@ TEST_F(DistributedTest, ReadmeSnippet) {
   read.pieces["state_dict/emb.weight"] = {0, new_offset, new_rows};
   zanj::Node back = zanj::read_distributed("ckpt/step-100", *group, read);
 
-  zanj::consolidate("ckpt/step-100", "whole.zanj");                  // one ordinary .zanj
+  zanj::consolidate("ckpt/step-100", "whole.zanj");  // one ordinary .zanj
   // --- end ---
   EXPECT_EQ(rows, vocab);
   EXPECT_TRUE(SameTree(back, tree));

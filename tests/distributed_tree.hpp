@@ -52,7 +52,8 @@ inline torch::Tensor rank_rng(int rank, int variant) {
 
 /// What rank `rank` of `world` passes to save_distributed: its rows of the embedding, declared
 /// in `options`, and its own RNG state.
-inline zanj::Node rank_tree(int rank, int world, int variant, zanj::DistributedSaveOptions& options) {
+inline zanj::Node rank_tree(int rank, int world, int variant,
+                            zanj::DistributedSaveOptions& options) {
   zanj::Node root = whole_tree(variant);
   auto& emb = root.at("state_dict").at("emb.weight");
   const auto [offset, length] = zanj::even_split(kEmbRows, rank, world);

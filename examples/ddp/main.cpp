@@ -12,25 +12,24 @@
 // Each step draws a global batch of 32 samples from a generator seeded by the step (so the data
 // order does not depend on the number of ranks); each rank computes the gradient of its rows,
 // the gradients are summed over the ranks (allreduce), and every rank takes the same step.
+#include <ATen/CPUGeneratorImpl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
-
-#include <ATen/CPUGeneratorImpl.h>
-#include <torch/csrc/distributed/c10d/FileStore.hpp>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <cstdio>
 #include <configured_model/configured_model.hpp>
 #include <configured_model/distributed.hpp>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <thread>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "../mlp/my_nn.hpp"
 
@@ -50,20 +49,6 @@ struct Options {
   int timeout_s = 600;
 };
 
-// Model and optimizer tensors, sorted by name.
-std::string digest(const mlp::MyNN& model, const torch::optim::Optimizer& optimizer) {
-  zanj::StateDict all;
-  for (const auto& [name, t] : zanj::state_dict(model)) all.emplace_back("model/" + name, t);
-  const zanj::Node ts = zanj::training_state_node(model, optimizer, nullptr, {});
-  for (const auto& [param, state] : ts.at("optimizer").at("state").as_dict()) {
-    for (const auto& [key, value] : state.as_dict()) {
-      if (value.is_tensor()) all.emplace_back("optimizer/" + param + "/" + key, value.tensor());
-    }
-  }
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  return zanj::state_digest(all);
-}
-
 void allreduce_sum(c10d::ProcessGroup& group, torch::Tensor& t) {
   std::vector<torch::Tensor> v{t};
   group.allreduce(v)->wait();
@@ -80,7 +65,8 @@ int run_rank(const Options& o) {
   c10::intrusive_ptr<c10d::ProcessGroup> ckpt_group;
   if (o.background) {
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("checkpoints", store);
-    ckpt_group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, o.rank, o.world_size, pg_options);
+    ckpt_group =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, o.rank, o.world_size, pg_options);
   }
 
   zanj::CheckpointPolicy policy;
@@ -117,7 +103,8 @@ int run_rank(const Options& o) {
   auto loss_fn = model->loss();
   const auto [offset, rows] = zanj::even_split(kBatch, o.rank, o.world_size);
   while (state.step < o.steps) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 + static_cast<std::uint64_t>(state.step));
+    auto gen =
+        at::make_generator<at::CPUGeneratorImpl>(1000 + static_cast<std::uint64_t>(state.step));
     const auto idx = torch::randint(0, x.size(0), {kBatch}, gen).narrow(0, offset, rows);
     optimizer->zero_grad();
     // This rank's share of the global mean loss: the ranks' gradients sum to the global one.
@@ -149,7 +136,7 @@ int run_rank(const Options& o) {
   std::cout << "rank " << o.rank << " trained to step " << state.step << ", last loss "
             << model->training_records()["loss"].back().get<double>() << "; latest checkpoint "
             << manager.latest()->path << "\n";
-  std::cout << "final_state_digest=" << digest(*model, *optimizer) << "\n";
+  std::cout << "final_state_digest=" << mlp::digest(*model, *optimizer) << "\n";
   return 0;
 }
 
@@ -208,8 +195,10 @@ int launch(const Options& o, int argc, char** argv) {
     std::ifstream in(logs[i]);
     std::string line;
     while (std::getline(in, line)) {
-      if (line.rfind("final_state_digest=", 0) == 0) digests[i] = line;
-      else if (i == 0 || status[i] != 0) std::cerr << "[rank " << i << "] " << line << "\n";
+      if (line.rfind("final_state_digest=", 0) == 0)
+        digests[i] = line;
+      else if (i == 0 || status[i] != 0)
+        std::cerr << "[rank " << i << "] " << line << "\n";
     }
     std::remove(logs[i].c_str());
     if (status[i] != 0) {

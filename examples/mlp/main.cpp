@@ -96,20 +96,6 @@ int train_save_check(const std::string& out, int64_t hidden_dim, int steps) {
   return outputs_equal && state_equal && records_equal ? 0 : 1;
 }
 
-// Model and optimizer tensors, sorted by name, for final_state_digest.
-std::string digest(const mlp::MyNN& model, const torch::optim::Optimizer& optimizer) {
-  zanj::StateDict all;
-  for (const auto& [name, t] : zanj::state_dict(model)) all.emplace_back("model/" + name, t);
-  const zanj::Node ts = zanj::training_state_node(model, optimizer, nullptr, {});
-  for (const auto& [param, state] : ts.at("optimizer").at("state").as_dict()) {
-    for (const auto& [key, value] : state.as_dict()) {
-      if (value.is_tensor()) all.emplace_back("optimizer/" + param + "/" + key, value.tensor());
-    }
-  }
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  return zanj::state_digest(all);
-}
-
 int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, int64_t steps,
                   int64_t save_every, bool background) {
   zanj::CheckpointPolicy policy;
@@ -163,7 +149,7 @@ int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, 
   const auto& losses = model->training_records()["loss"];
   std::cout << "trained to step " << state.step << ", last loss " << losses.back().get<double>()
             << "; latest checkpoint " << manager.latest()->path << "\n";
-  std::cout << "final_state_digest=" << digest(*model, *optimizer) << "\n";
+  std::cout << "final_state_digest=" << mlp::digest(*model, *optimizer) << "\n";
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <configured_model/configured_model.hpp>
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -42,5 +43,20 @@ class MyNN : public zanj::ConfiguredModel<MyNN, MyNNConfig> {
 
   torch::nn::Sequential net{nullptr};
 };
+
+/// A digest of the model's and the optimizer's tensors, sorted by name: the examples print it as
+/// `final_state_digest=<hex>` to compare runs (a resumed one with an uninterrupted one).
+inline std::string digest(const MyNN& model, const torch::optim::Optimizer& optimizer) {
+  zanj::StateDict all;
+  for (const auto& [name, t] : zanj::state_dict(model)) all.emplace_back("model/" + name, t);
+  const zanj::Node ts = zanj::training_state_node(model, optimizer, nullptr, {});
+  for (const auto& [param, state] : ts.at("optimizer").at("state").as_dict()) {
+    for (const auto& [key, value] : state.as_dict()) {
+      if (value.is_tensor()) all.emplace_back("optimizer/" + param + "/" + key, value.tensor());
+    }
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return zanj::state_digest(all);
+}
 
 }  // namespace mlp

@@ -101,9 +101,7 @@ class AsyncSaver {
                              const torch::optim::Optimizer& optimizer,
                              const torch::optim::LRScheduler* scheduler,
                              const TrainingState& state, const SaveOptions& options = {}) {
-    Node root = model.to_node();
-    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
-    return save(root, std::move(path), options);
+    return save(checkpoint_node(model, optimizer, scheduler, state), std::move(path), options);
   }
 
   /// Waits for every save in flight; rethrows the first unobserved failure.

@@ -73,9 +73,8 @@ class CheckpointManager {
   std::string save(const Model& model, const torch::optim::Optimizer& optimizer,
                    const torch::optim::LRScheduler* scheduler, const TrainingState& state,
                    const nlohmann::json& metrics = nullptr, const SaveOptions& options = {}) {
-    Node root = model.to_node();
-    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
-    return save(state.step, root, metrics, options);
+    return save(state.step, checkpoint_node(model, optimizer, scheduler, state), metrics,
+                options);
   }
 
   /// Like save(), in the background (AsyncSaver): returns once the state is copied aside; the
@@ -91,9 +90,8 @@ class CheckpointManager {
   SaveHandle save_async(const Model& model, const torch::optim::Optimizer& optimizer,
                         const torch::optim::LRScheduler* scheduler, const TrainingState& state,
                         const nlohmann::json& metrics = nullptr, const SaveOptions& options = {}) {
-    Node root = model.to_node();
-    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
-    return save_async(state.step, root, metrics, options);
+    return save_async(state.step, checkpoint_node(model, optimizer, scheduler, state), metrics,
+                      options);
   }
 
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
@@ -114,9 +112,8 @@ class CheckpointManager {
                                const torch::optim::LRScheduler* scheduler,
                                const TrainingState& state, c10d::ProcessGroup& group,
                                const nlohmann::json& metrics = nullptr) {
-    Node root = model.to_node();
-    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
-    return save_distributed(state.step, root, group, metrics);
+    return save_distributed(state.step, checkpoint_node(model, optimizer, scheduler, state), group,
+                            metrics);
   }
   /// save_distributed in the background (see zanj::save_distributed_async): returns once this
   /// rank's state is copied aside; the writer thread saves, then rank 0 updates the index and
@@ -129,9 +126,8 @@ class CheckpointManager {
                                     const torch::optim::LRScheduler* scheduler,
                                     const TrainingState& state, c10d::ProcessGroup& group,
                                     const nlohmann::json& metrics = nullptr) {
-    Node root = model.to_node();
-    root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
-    return save_distributed_async(state.step, root, group, metrics);
+    return save_distributed_async(state.step, checkpoint_node(model, optimizer, scheduler, state),
+                                  group, metrics);
   }
   /// The directory used for the distributed checkpoint of `step`.
   std::string directory_for(std::int64_t step) const;

@@ -7,12 +7,11 @@
 // so Gloo, NCCL and MPI groups all work (the tests use Gloo on 127.0.0.1; NCCL is untested).
 #pragma once
 
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <vector>
 
 #include "configured_model/async_saver.hpp"
@@ -98,8 +97,8 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
 /// training's allreduce on the other thread would interleave with the save's. Give checkpoints
 /// a group of their own (e.g. a ProcessGroupGloo over a c10d::PrefixStore of the training
 /// group's store), as examples/ddp does.
-SaveHandle save_distributed_async(AsyncSaver& saver, const std::string& directory,
-                                  const Node& root, c10d::ProcessGroup& group,
+SaveHandle save_distributed_async(AsyncSaver& saver, const std::string& directory, const Node& root,
+                                  c10d::ProcessGroup& group,
                                   const DistributedSaveOptions& options = {});
 
 /// Reads the distributed checkpoint in `directory` as rank `rank` of `world_size` (any world

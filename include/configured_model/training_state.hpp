@@ -94,6 +94,16 @@ Resumed resume_training(const Node& training_state, torch::nn::Module& model,
 /// Python ZANJ's `MyNN.read` ignores).
 inline constexpr const char* kTrainingStateKey = "training_state";
 
+/// A model's tree with its training state (`training_state`) beside it: what every checkpoint
+/// save writes (save_checkpoint, the manager, background and distributed saves).
+template <class Model>
+Node checkpoint_node(const Model& model, const torch::optim::Optimizer& optimizer,
+                     const torch::optim::LRScheduler* scheduler, const TrainingState& state) {
+  Node root = model.to_node();
+  root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
+  return root;
+}
+
 /// Saves a model with its optimizer, scheduler (may be null), RNG states and counters in one
 /// file, crash-safely.
 template <class Model>
@@ -129,9 +139,7 @@ void save_checkpoint(const std::string& path, const Model& model,
                      const torch::optim::Optimizer& optimizer,
                      const torch::optim::LRScheduler* scheduler, const TrainingState& state,
                      const SaveOptions& options) {
-  Node root = model.to_node();
-  root[kTrainingStateKey] = training_state_node(model, optimizer, scheduler, state);
-  save(root, path, options);
+  save(checkpoint_node(model, optimizer, scheduler, state), path, options);
 }
 
 template <class Model>

@@ -28,7 +28,8 @@ struct Checker {
     if (!j.is_object() || !j.contains(key)) fail(where, std::string("missing field '") + key + "'");
     return j[key];
   }
-  std::string str(const nlohmann::ordered_json& j, const char* key, const std::string& where) const {
+  std::string str(const nlohmann::ordered_json& j, const char* key,
+                  const std::string& where) const {
     const auto& v = field(j, key, where);
     if (!v.is_string()) fail(where + "/" + key, "expected a string, found " + v.dump());
     return v.get<std::string>();
@@ -50,9 +51,12 @@ struct Checker {
 
 const char* placement_name(Placement p) {
   switch (p) {
-    case Placement::kReplicated: return "replicated";
-    case Placement::kSharded: return "sharded";
-    case Placement::kPerRank: return "per_rank";
+    case Placement::kReplicated:
+      return "replicated";
+    case Placement::kSharded:
+      return "sharded";
+    case Placement::kPerRank:
+      return "per_rank";
   }
   return "?";
 }
@@ -65,7 +69,9 @@ nlohmann::ordered_json index_to_json(const Index& index) {
   j["world_size"] = index.world_size;
   auto files = nlohmann::ordered_json::array();
   for (std::size_t r = 0; r < index.files.size(); ++r) {
-    files.push_back({{"rank", r}, {"name", index.files[r].name}, {"bytes", index.files[r].bytes},
+    files.push_back({{"rank", r},
+                     {"name", index.files[r].name},
+                     {"bytes", index.files[r].bytes},
                      {"crc32", index.files[r].crc32}});
   }
   j["files"] = std::move(files);
@@ -73,8 +79,8 @@ nlohmann::ordered_json index_to_json(const Index& index) {
   for (const auto& t : index.tensors) {
     auto pieces = nlohmann::ordered_json::array();
     for (const auto& p : t.pieces) {
-      pieces.push_back({{"rank", p.rank}, {"index", p.index}, {"offset", p.offset},
-                        {"length", p.length}});
+      pieces.push_back(
+          {{"rank", p.rank}, {"index", p.index}, {"offset", p.offset}, {"length", p.length}});
     }
     tensors.push_back({{"path", t.path},
                        {"placement", placement_name(t.placement)},
@@ -131,8 +137,9 @@ Index load_index(const std::string& directory) {
   in.seekg(0);
   if (size < 0) throw IoError(file + ": cannot tell its size");
   if (static_cast<std::uint64_t>(size) > limits.max_bytes) {
-    throw_format_error(file, "", std::to_string(size) + " bytes, longer than the limit of " +
-                                     std::to_string(limits.max_bytes));
+    throw_format_error(file, "",
+                       std::to_string(size) + " bytes, longer than the limit of " +
+                           std::to_string(limits.max_bytes));
   }
   std::string text(static_cast<std::size_t>(size), '\0');
   in.read(text.data(), size);
@@ -153,9 +160,9 @@ Index parse_index(std::string_view text, const std::string& file) {
   }
   const auto version = c.integer(j, "version", "", 0, 1 << 30);
   if (version != kIndexVersion) {
-    throw VersionError(message(file, "version", "written by format version " +
-                                                    std::to_string(version) + "; this library reads " +
-                                                    std::to_string(kIndexVersion)));
+    throw VersionError(message(file, "version",
+                               "written by format version " + std::to_string(version) +
+                                   "; this library reads " + std::to_string(kIndexVersion)));
   }
   index.token = c.str(j, "token", "");
   index.world_size = static_cast<int>(c.integer(j, "world_size", "", 1, kMaxWorldSize));
@@ -171,8 +178,8 @@ Index parse_index(std::string_view text, const std::string& file) {
     }
     IndexFile f;
     f.name = c.str(files[r], "name", where);
-    if (f.name.empty() || f.name.find('/') != std::string::npos || f.name == "." || f.name == ".." ||
-        f.name.find('\0') != std::string::npos) {
+    if (f.name.empty() || f.name.find('/') != std::string::npos || f.name == "." ||
+        f.name == ".." || f.name.find('\0') != std::string::npos) {
       c.fail(where + "/name", "'" + f.name + "' is not a plain file name");
     }
     f.bytes = static_cast<std::uint64_t>(c.integer(files[r], "bytes", where, 0, INT64_MAX));
@@ -188,16 +195,21 @@ Index parse_index(std::string_view text, const std::string& file) {
     IndexTensor t;
     t.path = c.str(tj, "path", where);
     const auto placement = c.str(tj, "placement", where);
-    if (placement == "replicated") t.placement = Placement::kReplicated;
-    else if (placement == "sharded") t.placement = Placement::kSharded;
-    else if (placement == "per_rank") t.placement = Placement::kPerRank;
-    else c.fail(where + "/placement", "unknown placement '" + placement + "'");
+    if (placement == "replicated")
+      t.placement = Placement::kReplicated;
+    else if (placement == "sharded")
+      t.placement = Placement::kSharded;
+    else if (placement == "per_rank")
+      t.placement = Placement::kPerRank;
+    else
+      c.fail(where + "/placement", "unknown placement '" + placement + "'");
     const auto dtype_name = c.str(tj, "dtype", where);
     const auto dtype = parse_dtype_name(dtype_name);
     if (!dtype) c.fail(where + "/dtype", "unknown dtype '" + dtype_name + "'");
     t.dtype = *dtype;
     const auto& shape = c.field(tj, "shape", where);
-    if (!shape.is_array() || shape.size() > 64) c.fail(where + "/shape", "expected a list of sizes");
+    if (!shape.is_array() || shape.size() > 64)
+      c.fail(where + "/shape", "expected a list of sizes");
     for (const auto& s : shape) {
       if (!s.is_number_integer() || s.get<std::int64_t>() < 0) {
         c.fail(where + "/shape", "expected sizes >= 0, found " + shape.dump());
@@ -205,7 +217,8 @@ Index parse_index(std::string_view text, const std::string& file) {
       t.shape.push_back(s.get<std::int64_t>());
     }
     t.dim = c.integer(tj, "dim", where, -1, static_cast<std::int64_t>(t.shape.size()) - 1);
-    if (t.placement == Placement::kPerRank && t.dim != -1) c.fail(where + "/dim", "per-rank tensors are whole (-1)");
+    if (t.placement == Placement::kPerRank && t.dim != -1)
+      c.fail(where + "/dim", "per-rank tensors are whole (-1)");
     const auto& pieces = c.field(tj, "pieces", where);
     if (!pieces.is_array()) c.fail(where + "/pieces", "expected a list");
     for (std::size_t k = 0; k < pieces.size(); ++k) {

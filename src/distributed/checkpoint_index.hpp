@@ -5,9 +5,9 @@
 #pragma once
 
 #include <c10/core/ScalarType.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>

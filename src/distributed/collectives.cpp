@@ -35,7 +35,8 @@ std::vector<std::string> allgather_bytes(c10d::ProcessGroup& group, const std::s
   const int n = group.getSize();
   std::vector<std::string> result(static_cast<std::size_t>(n));
   run(group, what, [&] {
-    std::vector<at::Tensor> size_in{at::full({1}, static_cast<std::int64_t>(mine.size()), at::kLong)};
+    std::vector<at::Tensor> size_in{
+        at::full({1}, static_cast<std::int64_t>(mine.size()), at::kLong)};
     std::vector<std::vector<at::Tensor>> size_out(1);
     for (int r = 0; r < n; ++r) size_out[0].push_back(at::empty({1}, at::kLong));
     group.allgather(size_out, size_in)->wait();
@@ -47,7 +48,8 @@ std::vector<std::string> allgather_bytes(c10d::ProcessGroup& group, const std::s
     for (int r = 0; r < n; ++r) out[0].push_back(at::empty({longest}, at::kByte));
     group.allgather(out, in)->wait();
     for (int r = 0; r < n; ++r) {
-      const auto len = static_cast<std::size_t>(size_out[0][static_cast<std::size_t>(r)].item<std::int64_t>());
+      const auto len =
+          static_cast<std::size_t>(size_out[0][static_cast<std::size_t>(r)].item<std::int64_t>());
       result[static_cast<std::size_t>(r)].assign(
           static_cast<const char*>(out[0][static_cast<std::size_t>(r)].data_ptr()), len);
     }

@@ -3,9 +3,8 @@
 // died, a timeout) turned into zanj::IoError naming what was being exchanged.
 #pragma once
 
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-
 #include <string>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <vector>
 
 namespace zanj::detail {

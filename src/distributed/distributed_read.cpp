@@ -39,7 +39,9 @@ std::vector<std::int64_t> piece_shape(const IndexTensor& t, const IndexPiece& p)
 class Reader {
  public:
   Reader(std::string directory, const ReadOptions& options)
-      : directory_(std::move(directory)), options_(options), index_(detail::load_index(directory_)) {}
+      : directory_(std::move(directory)),
+        options_(options),
+        index_(detail::load_index(directory_)) {}
 
   const detail::Index& index() const { return index_; }
 
@@ -52,18 +54,20 @@ class Reader {
     auto& slot = files_[rank];
     if (slot) return *slot;
     const std::string path = file_path(rank);
-    const std::string who = "rank " + std::to_string(rank) + " of " + std::to_string(index_.world_size);
+    const std::string who =
+        "rank " + std::to_string(rank) + " of " + std::to_string(index_.world_size);
     std::error_code ec;
     const auto size = fs::file_size(path, ec);
     if (ec) {
-      throw IoError(detail::message(path, "", who + ": the file the index names is missing (" +
-                                                  ec.message() + ")"));
+      throw IoError(detail::message(
+          path, "", who + ": the file the index names is missing (" + ec.message() + ")"));
     }
     const auto expected = index_.files[static_cast<std::size_t>(rank)].bytes;
     if (size != expected) {
-      detail::throw_format_error(path, "", who + ": the index says " + std::to_string(expected) +
-                                               " bytes, the file has " + std::to_string(size) +
-                                               " (truncated or replaced)");
+      detail::throw_format_error(path, "",
+                                 who + ": the index says " + std::to_string(expected) +
+                                     " bytes, the file has " + std::to_string(size) +
+                                     " (truncated or replaced)");
     }
     LazyFile lazy = [&] {
       try {
@@ -78,11 +82,12 @@ class Reader {
     };
     if (field("format") != detail::kRankFormat || field("token") != index_.token ||
         field("rank") != rank || field("world_size") != index_.world_size) {
-      detail::throw_format_error(
-          path, "", who + ": not this checkpoint's file (expected format '" + detail::kRankFormat +
-                        "', token " + index_.token + ", rank " + std::to_string(rank) +
-                        "; found format " + field("format").dump() + ", token " +
-                        field("token").dump() + ", rank " + field("rank").dump() + ")");
+      detail::throw_format_error(path, "",
+                                 who + ": not this checkpoint's file (expected format '" +
+                                     detail::kRankFormat + "', token " + index_.token + ", rank " +
+                                     std::to_string(rank) + "; found format " +
+                                     field("format").dump() + ", token " + field("token").dump() +
+                                     ", rank " + field("rank").dump() + ")");
     }
     slot = std::make_unique<LazyFile>(std::move(lazy));
     return *slot;
@@ -99,8 +104,9 @@ class Reader {
           file_path(p.rank), key,
           "rank " + std::to_string(p.rank) + ": the index expects a piece of '" + t.path + "' (" +
               c10::toString(t.dtype) + " " + detail::shape_text(shape) + "), the file holds " +
-              (info ? std::string(c10::toString(info->dtype)) + " " + detail::shape_text(info->shape)
-                    : std::string("nothing")));
+              (info
+                   ? std::string(c10::toString(info->dtype)) + " " + detail::shape_text(info->shape)
+                   : std::string("nothing")));
     }
     return key;
   }
@@ -111,7 +117,8 @@ class Reader {
   }
 
   // Rows [begin, begin + length) along t.dim (or the whole tensor when t.dim < 0).
-  at::Tensor read(const IndexTensor& t, int rank, std::optional<DistributedReadOptions::Piece> want) {
+  at::Tensor read(const IndexTensor& t, int rank,
+                  std::optional<DistributedReadOptions::Piece> want) {
     const auto options = at::TensorOptions().dtype(t.dtype);
     if (t.dim < 0) {  // whole pieces: this rank's own copy, else rank 0's (or the first)
       if (t.pieces.empty()) return at::empty(t.shape, options);
@@ -180,7 +187,9 @@ Node read_with(const std::string& directory, int rank, int world_size,
     const std::string& path = asked.first;
     bool found = false;
     for (const auto& t : index.tensors) found |= t.path == path;
-    if (!found) throw UsageError(directory + ": a piece of '" + path + "' was asked for; the checkpoint has no such tensor");
+    if (!found)
+      throw UsageError(directory + ": a piece of '" + path +
+                       "' was asked for; the checkpoint has no such tensor");
   }
   std::vector<at::Tensor> tensors;
   tensors.reserve(index.tensors.size());
@@ -262,7 +271,8 @@ void verify_distributed(const std::string& directory) {
     const std::string path = reader.file_path(r);
     const auto report = verify(path);
     if (!report.ok) {
-      detail::throw_format_error(path, "", "rank " + std::to_string(r) + ": " + report.problems.front());
+      detail::throw_format_error(path, "",
+                                 "rank " + std::to_string(r) + ": " + report.problems.front());
     }
     std::ifstream in(path, std::ios::binary);
     std::vector<char> buf(4 << 20);
@@ -273,9 +283,9 @@ void verify_distributed(const std::string& directory) {
     }
     const auto expected = index.files[static_cast<std::size_t>(r)].crc32;
     if (crc != expected) {
-      detail::throw_format_error(path, "", "rank " + std::to_string(r) + ": CRC-32 " +
-                                               std::to_string(crc) + ", the index says " +
-                                               std::to_string(expected));
+      detail::throw_format_error(path, "",
+                                 "rank " + std::to_string(r) + ": CRC-32 " + std::to_string(crc) +
+                                     ", the index says " + std::to_string(expected));
     }
   }
   for (const auto& t : index.tensors) {

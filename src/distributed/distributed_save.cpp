@@ -14,6 +14,7 @@
 #include <random>
 #include <set>
 
+#include "../format/durable_file.hpp"
 #include "checkpoint_index.hpp"
 #include "collectives.hpp"
 #include "configured_model/checksum.hpp"
@@ -23,7 +24,6 @@
 #include "configured_model/file.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
-#include "../format/durable_file.hpp"
 #include "save_plan.hpp"
 #include "tree_layout.hpp"
 
@@ -126,11 +126,10 @@ std::vector<Local> classify(const std::vector<detail::FlatTensor>& flat,
         fits = d == s.dim ? s.offset + t.size(d) <= g : t.size(d) == g;
       }
       if (!fits) {
-        throw ConfigError(directory + ": " + path + ": a piece of shape " +
-                          detail::shape_text(t.sizes()) + " at offset " +
-                          std::to_string(s.offset) + " along dim " + std::to_string(s.dim) +
-                          " does not fit the declared global shape " +
-                          detail::shape_text(s.global_shape));
+        throw ConfigError(
+            directory + ": " + path + ": a piece of shape " + detail::shape_text(t.sizes()) +
+            " at offset " + std::to_string(s.offset) + " along dim " + std::to_string(s.dim) +
+            " does not fit the declared global shape " + detail::shape_text(s.global_shape));
       }
     } else {
       l.placement = Placement::kReplicated;
@@ -159,7 +158,8 @@ nlohmann::ordered_json skeleton(const nlohmann::ordered_json& j) {
 // What every rank must agree on: the structure (keys, nesting, kinds) and each tensor's path,
 // placement, dtype and global shape.
 std::string signature(const nlohmann::ordered_json& structure,
-                      const std::vector<detail::FlatTensor>& flat, const std::vector<Local>& local) {
+                      const std::vector<detail::FlatTensor>& flat,
+                      const std::vector<Local>& local) {
   std::string s = dump_json(skeleton(structure), JsonStyle::kLine);
   for (std::size_t i = 0; i < flat.size(); ++i) {
     s += "\n" + flat[i].path + " " + detail::placement_name(local[i].placement) + " " +
@@ -174,8 +174,8 @@ std::string signature(const nlohmann::ordered_json& structure,
 nlohmann::ordered_json report(bool ok, const std::string& error, const std::string& name,
                               std::uint64_t bytes, std::uint32_t crc,
                               const nlohmann::ordered_json& pieces) {
-  return {{"ok", ok}, {"error", error}, {"name", name}, {"bytes", bytes}, {"crc32", crc},
-          {"pieces", pieces}};
+  return {{"ok", ok},       {"error", error}, {"name", name},
+          {"bytes", bytes}, {"crc32", crc},   {"pieces", pieces}};
 }
 
 void remove_quietly(const std::string& path) {
@@ -185,8 +185,8 @@ void remove_quietly(const std::string& path) {
 
 }  // namespace
 
-SaveHandle save_distributed_async(AsyncSaver& saver, const std::string& directory,
-                                  const Node& root, c10d::ProcessGroup& group,
+SaveHandle save_distributed_async(AsyncSaver& saver, const std::string& directory, const Node& root,
+                                  c10d::ProcessGroup& group,
                                   const DistributedSaveOptions& options) {
   return saver.save_with(root, directory, [directory, &group, options](const Node& snapshot) {
     save_distributed(directory, snapshot, group, options);
@@ -228,7 +228,8 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
       "tree signature");
   for (int r = 0; r < world; ++r) {
     const auto& sig = signatures[static_cast<std::size_t>(r)];
-    if (sig.rfind("error:", 0) == 0) throw ConfigError("rank " + std::to_string(r) + ": " + sig.substr(6));
+    if (sig.rfind("error:", 0) == 0)
+      throw ConfigError("rank " + std::to_string(r) + ": " + sig.substr(6));
   }
   std::string differ;
   for (int r = 1; r < world; ++r) {
@@ -261,16 +262,18 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
   const auto add_piece = [&](std::size_t tensor, at::Tensor t, std::int64_t offset,
                              std::int64_t length) {
     const std::string key = std::to_string(pieces.size());
-    my_pieces.push_back({{"tensor", tensor}, {"index", pieces.size()}, {"offset", offset},
-                         {"length", length}});
+    my_pieces.push_back(
+        {{"tensor", tensor}, {"index", pieces.size()}, {"offset", offset}, {"length", length}});
     pieces[key] = t.is_contiguous() ? std::move(t) : t.contiguous();
   };
   for (const auto& p : plan) {
     if (p.rank != rank) continue;
     const std::size_t i = replicated[p.item];
     const auto& t = flat[i].tensor;
-    if (t.dim() == 0) add_piece(i, t, 0, 0);
-    else add_piece(i, t.narrow(0, p.offset, p.length), p.offset, p.length);
+    if (t.dim() == 0)
+      add_piece(i, t, 0, 0);
+    else
+      add_piece(i, t.narrow(0, p.offset, p.length), p.offset, p.length);
   }
   for (std::size_t i = 0; i < flat.size(); ++i) {
     if (local[i].placement == Placement::kSharded) {
@@ -309,8 +312,8 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
   // Commit: gather every rank's result; rank 0 writes the index only if all succeeded.
   std::vector<std::string> reports;
   try {
-    reports = detail::allgather_bytes(
-        group, report(ok, error, name, bytes, crc, my_pieces).dump(), "gathering save results");
+    reports = detail::allgather_bytes(group, report(ok, error, name, bytes, crc, my_pieces).dump(),
+                                      "gathering save results");
   } catch (...) {
     remove_quietly(path);
     throw;
@@ -353,12 +356,14 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
           }
         }
         for (const auto& t : index.tensors) {
-          const bool empty = std::any_of(t.shape.begin(), t.shape.end(), [](auto s) { return s == 0; });
+          const bool empty =
+              std::any_of(t.shape.begin(), t.shape.end(), [](auto s) { return s == 0; });
           if (t.placement == Placement::kSharded && !empty) {
             try {
               detail::check_tiling(t, directory);
             } catch (const FormatError& e) {
-              throw ConfigError(std::string("the declared shards do not fit together: ") + e.what());
+              throw ConfigError(std::string("the declared shards do not fit together: ") +
+                                e.what());
             }
           }
         }
@@ -378,7 +383,8 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
       outcome = std::string("rank 0 could not commit: ") + e.what();
     }
     if (!outcome.empty()) {  // remove what this save wrote, whoever wrote it
-      for (int r = 0; r < world; ++r) remove_quietly(directory + "/" + rank_file_name(token, r, world));
+      for (int r = 0; r < world; ++r)
+        remove_quietly(directory + "/" + rank_file_name(token, r, world));
     }
     // Temporaries of ranks killed while writing (this save's or an earlier one's).
     detail::remove_stale_temporaries(directory, {"rank-", kDistributedIndex});
@@ -386,7 +392,8 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
   outcome = detail::broadcast_bytes(group, 0, outcome, "the commit's outcome");
   if (!outcome.empty()) {
     remove_quietly(path);
-    throw IoError(directory + ": distributed save failed, the previous checkpoint stays: " + outcome);
+    throw IoError(directory +
+                  ": distributed save failed, the previous checkpoint stays: " + outcome);
   }
   for (const auto& rep : reports) {
     result.bytes_per_rank.push_back(nlohmann::json::parse(rep)["bytes"].get<std::uint64_t>());

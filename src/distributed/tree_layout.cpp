@@ -18,7 +18,8 @@ nlohmann::ordered_json split(const Node& node, const std::string& path,
   }
   if (node.is_dict()) {
     auto out = nlohmann::ordered_json::object();
-    for (const auto& [key, child] : node.as_dict()) out[key] = split(child, join(path, key), tensors);
+    for (const auto& [key, child] : node.as_dict())
+      out[key] = split(child, join(path, key), tensors);
     return out;
   }
   if (node.is_list()) {
