@@ -21,8 +21,8 @@
 #include <configured_model/configured_model.hpp>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -216,8 +216,9 @@ int dist_child(const std::string& op, const std::string& dir, int rank, int worl
     const auto start = Clock::now();
     const auto result = zanj::save_distributed(dir, tree, group);
     const double t = std::chrono::duration<double>(Clock::now() - start).count();
-    std::printf("%.6f %llu\n", t,
-                static_cast<unsigned long long>(result.bytes_per_rank[static_cast<std::size_t>(rank)]));
+    std::printf(
+        "%.6f %llu\n", t,
+        static_cast<unsigned long long>(result.bytes_per_rank[static_cast<std::size_t>(rank)]));
     return 0;
   }
   if (op == "dist_read" || op == "dist_read_bcast") {
@@ -234,16 +235,17 @@ int dist_child(const std::string& op, const std::string& dir, int rank, int worl
 }
 
 // Runs `world` dist children; returns the slowest rank's time and each rank's bytes.
-std::pair<double, std::vector<std::uint64_t>> run_dist(const std::string& op, const std::string& dir,
-                                                       int world, const BenchConfig& c) {
+std::pair<double, std::vector<std::uint64_t>> run_dist(const std::string& op,
+                                                       const std::string& dir, int world,
+                                                       const BenchConfig& c) {
   const std::string store = dir + ".store." + op + "." + std::to_string(world);
   std::remove(store.c_str());
   std::vector<std::pair<pid_t, int>> children;
   for (int r = 0; r < world; ++r) {
-    children.push_back(spawn_self({"--child", op, "--path", dir, "--layers",
-                                   std::to_string(c.layers), "--width", std::to_string(c.width),
-                                   "--rank", std::to_string(r), "--world", std::to_string(world),
-                                   "--store", store}));
+    children.push_back(
+        spawn_self({"--child", op, "--path", dir, "--layers", std::to_string(c.layers), "--width",
+                    std::to_string(c.width), "--rank", std::to_string(r), "--world",
+                    std::to_string(world), "--store", store}));
   }
   double slowest = 0;
   std::vector<std::uint64_t> bytes;
@@ -464,7 +466,8 @@ int main(int argc, char** argv) {
     auto many = [&](int n) {
       zanj::Node::Dict sd;
       for (int i = 0; i < n; ++i) {
-        sd.emplace_back("blocks." + std::to_string(i) + ".weight", zanj::Node(torch::randn({16, 64})));
+        sd.emplace_back("blocks." + std::to_string(i) + ".weight",
+                        zanj::Node(torch::randn({16, 64})));
       }
       zanj::Node::Dict root;
       root.emplace_back("state_dict", zanj::Node(std::move(sd)));
@@ -473,9 +476,11 @@ int main(int argc, char** argv) {
       return path;
     };
     const std::string many10 = many(10), many10k = many(10000);
-    rounds({{"lazy_open_10", [&] { one = zanj::LazyFile::open(many10).tensor("state_dict/blocks.5.weight"); }},
-            {"lazy_open_10k",
-             [&] { one = zanj::LazyFile::open(many10k).tensor("state_dict/blocks.5000.weight"); }}});
+    rounds({{"lazy_open_10",
+             [&] { one = zanj::LazyFile::open(many10).tensor("state_dict/blocks.5.weight"); }},
+            {"lazy_open_10k", [&] {
+               one = zanj::LazyFile::open(many10k).tensor("state_dict/blocks.5000.weight");
+             }}});
 
     // Foreign formats: a Python torch.save state dict of the model (written by Python from our
     // file when python3-torch is there) loaded into a model, against torch::load of libtorch's
@@ -486,9 +491,10 @@ int main(int argc, char** argv) {
       zanj::Node sd = zanj::Node::dict();
       for (const auto& [name, t] : zanj::state_dict(*model)) sd[name] = t;
       zanj::save_torch(sd, py_pt);
-      const std::string cmd = "/usr/bin/python3 -c 'import sys, torch\n"
-                              "torch.save(torch.load(sys.argv[1]), sys.argv[1])' " + py_pt +
-                              " 2>/dev/null";
+      const std::string cmd =
+          "/usr/bin/python3 -c 'import sys, torch\n"
+          "torch.save(torch.load(sys.argv[1]), sys.argv[1])' " +
+          py_pt + " 2>/dev/null";
       if (std::system(cmd.c_str()) != 0) pt_by = "configured_model save_torch (no python3-torch)";
       zanj::save_safetensors(zanj::state_dict(*model), st);
     }
@@ -498,7 +504,8 @@ int main(int argc, char** argv) {
     rounds({{"torch_load_2", [&] { torch::load(loaded, pt); }},
             {"raw_read_2", [&] { raw_read(target, raw); }},
             {"pt_python_load", [&] { zanj::load_weights(target, py_pt); }},
-            {"safetensors_open", [&] {
+            {"safetensors_open",
+             [&] {
                const auto f = zanj::SafetensorsFile::open(st);
                (void)f.read_all(/*mmap=*/true);
              }},
@@ -513,9 +520,8 @@ int main(int argc, char** argv) {
     std::cout << "Python .pt file by " << pt_by << "\n";
 
     std::map<std::string, double> rss;
-    for (const char* op :
-         {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap", "load",
-          "save_async", "save_async_2"}) {
+    for (const char* op : {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap",
+                           "load", "save_async", "save_async_2"}) {
       rss[op] = child_peak_kb(op, std::string(op) == "torch_save" ? pt : zf, config) / 1e3;
     }
 
@@ -551,8 +557,8 @@ int main(int argc, char** argv) {
          ratio("lazy_one_big", "lazy_one_raw"), "x raw pread of its bytes"},
         {"lazy_one_raw", "raw pread of that tensor", s["lazy_one_raw"], "s", "", 0, ""},
         {"memcpy", "memcpy of the model's bytes", s["memcpy"], "s", "", 0, ""},
-        {"async_stall", "save_async: caller blocked", s["async_stall"], "s", "async_stall_vs_memcpy",
-         ratio("async_stall", "memcpy"), "x memcpy"},
+        {"async_stall", "save_async: caller blocked", s["async_stall"], "s",
+         "async_stall_vs_memcpy", ratio("async_stall", "memcpy"), "x memcpy"},
         {"async_write", "save_async: background write", s["async_write"], "s",
          "async_write_vs_sync_save", ratio("async_write", "zanj_save"), "x synchronous save"},
         {"load_stored", "load, stored file", s["load_stored"], "s", "", 0, ""},
@@ -567,8 +573,8 @@ int main(int argc, char** argv) {
          "x torch::load of libtorch's archive"},
         {"safetensors_load", "load_weights, safetensors (copy)", s["safetensors_load"], "s",
          "safetensors_load_vs_raw_read", ratio("safetensors_load", "raw_read_2"), "x raw read"},
-        {"safetensors_mmap_open", "safetensors open + map every tensor", s["safetensors_open"],
-         "s", "", 0, ""},
+        {"safetensors_mmap_open", "safetensors open + map every tensor", s["safetensors_open"], "s",
+         "", 0, ""},
         {"lazy_open_10", "lazy open + 1 of 10 tensors", s["lazy_open_10"], "s", "", 0, ""},
         {"lazy_open_10k", "lazy open + 1 of 10,000 tensors", s["lazy_open_10k"], "s", "", 0, ""},
     };
@@ -591,8 +597,8 @@ int main(int argc, char** argv) {
       if (r.unit == "s") {
         std::snprintf(value, sizeof value, "%.4f s", r.value);
         const bool whole_model = r.key.rfind("lazy", 0) != 0 && r.key.rfind("mmap", 0) != 0 &&
-                                 r.key != "safetensors_mmap_open" &&
-                                 r.key != "construct" && r.key != "read_mmap";
+                                 r.key != "safetensors_mmap_open" && r.key != "construct" &&
+                                 r.key != "read_mmap";
         if (whole_model) std::snprintf(speed, sizeof speed, "%.2f", bytes / r.value / 1e9);
       } else if (r.unit == "MB") {
         std::snprintf(value, sizeof value, "%.0f MB", r.value);
@@ -610,7 +616,8 @@ int main(int argc, char** argv) {
       json[r.key + (r.unit == "s" ? "_s" : r.unit == "MB" ? "_mb" : "")] = r.value;
     }
     json["async_stall_vs_torch_save"] = s["async_stall"] / s["torch_save"];
-    std::printf("%-34s %12.3f x torch::save\n", "save_async stall", s["async_stall"] / s["torch_save"]);
+    std::printf("%-34s %12.3f x torch::save\n", "save_async stall",
+                s["async_stall"] / s["torch_save"]);
     // 20 consecutive background saves against 2: the staging area must not grow.
     json["async_rss_growth_20_saves_mb"] = rss["save_async"] - rss["save_async_2"];
     json["peak_rss_async_vs_model"] = (rss["save_async"] - rss["baseline"]) / mb;
@@ -635,7 +642,8 @@ int main(int argc, char** argv) {
         std::filesystem::remove_all(ddir);
         const auto [save_s, written] = run_dist("dist_save", ddir, n, config);
         const auto [read_s, read_bytes] = run_dist("dist_read", ddir, n, config);
-        const double largest = static_cast<double>(*std::max_element(written.begin(), written.end()));
+        const double largest =
+            static_cast<double>(*std::max_element(written.begin(), written.end()));
         const std::string k = "_n" + std::to_string(n);
         json["dist_bytes_per_rank_vs_model" + k] = largest / static_cast<double>(bytes);
         json["dist_save_s" + k] = save_s;
@@ -645,7 +653,8 @@ int main(int argc, char** argv) {
                     save_s, read_s, largest, largest / static_cast<double>(bytes));
         if (n == 4) {
           const auto [resume_s, per_rank] = run_dist("dist_read", ddir, 2, config);
-          const double most = static_cast<double>(*std::max_element(per_rank.begin(), per_rank.end()));
+          const double most =
+              static_cast<double>(*std::max_element(per_rank.begin(), per_rank.end()));
           json["dist_read_s_4_to_2"] = resume_s;
           json["dist_bytes_read_per_rank_vs_model_4_to_2"] = most / static_cast<double>(bytes);
           std::printf("%-34s %10s %10.4f %12.0f %10.3f  (bytes read by the busiest rank)\n",
@@ -662,7 +671,8 @@ int main(int argc, char** argv) {
       std::filesystem::remove_all(ddir);
     }
 #endif
-    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st}) std::remove(f.c_str());
+    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st})
+      std::remove(f.c_str());
     std::cout << "BENCH_JSON " << json.dump() << std::endl;
   } catch (const std::exception& e) {
     std::cerr << "zanj_bench: " << e.what() << "\n";

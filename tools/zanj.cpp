@@ -82,8 +82,9 @@ bool is_distributed(const std::string& path) {
   return std::filesystem::is_directory(path) && zanj::is_distributed_checkpoint(path);
 #else
   if (std::filesystem::is_directory(path)) {
-    throw zanj::UsageError(path + ": a directory; this zanj was built without distributed "
-                                  "checkpoints (CONFIGURED_MODEL_DISTRIBUTED)");
+    throw zanj::UsageError(path +
+                           ": a directory; this zanj was built without distributed "
+                           "checkpoints (CONFIGURED_MODEL_DISTRIBUTED)");
   }
   return false;
 #endif
@@ -273,19 +274,23 @@ void walk_node(const zanj::Node& n, const std::string& key, std::vector<Row>& ro
   const auto child = [&](const std::string& k) { return key.empty() ? k : key + "/" + k; };
   if (n.is_tensor()) {
     const auto& t = n.tensor();
-    rows.push_back({key, "tensor", c10::str(t.sizes()), zanj::torch_dtype_name(t.scalar_type()),
-                    "", static_cast<std::uint64_t>(t.numel()) * t.element_size()});
+    rows.push_back({key, "tensor", c10::str(t.sizes()), zanj::torch_dtype_name(t.scalar_type()), "",
+                    static_cast<std::uint64_t>(t.numel()) * t.element_size()});
   } else if (n.is_dict()) {
-    rows.push_back({key.empty() ? "<root>" : key, "dict", "[" + std::to_string(n.size()) + "]",
-                    "", "", 0});
+    rows.push_back(
+        {key.empty() ? "<root>" : key, "dict", "[" + std::to_string(n.size()) + "]", "", "", 0});
     for (const auto& [k, v] : n.as_dict()) walk_node(v, child(k), rows);
   } else if (n.is_list()) {
     rows.push_back({key, "list", "[" + std::to_string(n.size()) + "]", "", "", 0});
     for (std::size_t i = 0; i < n.size(); ++i) walk_node(n.at(i), child(std::to_string(i)), rows);
   } else {
     const auto& j = n.scalar();
-    rows.push_back({key, j.is_number_integer() ? "int" : j.is_number_float() ? "float"
-                         : j.is_string() ? "str" : j.type_name(), "", "", "", 0});
+    rows.push_back({key,
+                    j.is_number_integer() ? "int"
+                    : j.is_number_float() ? "float"
+                    : j.is_string()       ? "str"
+                                          : j.type_name(),
+                    "", "", "", 0});
   }
 }
 
@@ -326,16 +331,16 @@ int cmd_ls(const std::string& file) {
   } else if (format != zanj::WeightsFormat::kZanj) {
     rows = foreign_rows(file, format);
   } else {
-  const auto archive = zanj::ArchiveReader::open(file);
-  if (!archive.contains(zanj::kTreeEntry))
-    throw zanj::FormatError(file + ": __zanj__.json: missing");
-  const auto tree = zanj::parse_json(archive.read(zanj::kTreeEntry), file, zanj::kTreeEntry);
-  ojson externals_info;
-  if (archive.contains(zanj::kMetaEntry)) {
-    externals_info = zanj::parse_json(archive.read(zanj::kMetaEntry), file, zanj::kMetaEntry)
-                         .value("externals_info", ojson());
-  }
-  walk_json(tree, "", archive, externals_info, rows);
+    const auto archive = zanj::ArchiveReader::open(file);
+    if (!archive.contains(zanj::kTreeEntry))
+      throw zanj::FormatError(file + ": __zanj__.json: missing");
+    const auto tree = zanj::parse_json(archive.read(zanj::kTreeEntry), file, zanj::kTreeEntry);
+    ojson externals_info;
+    if (archive.contains(zanj::kMetaEntry)) {
+      externals_info = zanj::parse_json(archive.read(zanj::kMetaEntry), file, zanj::kMetaEntry)
+                           .value("externals_info", ojson());
+    }
+    walk_json(tree, "", archive, externals_info, rows);
   }
   if (g_json) {
     ojson out = ojson::array();
@@ -501,7 +506,7 @@ zanj::VerifyReport verify_directory(const std::string& dir) {
 int cmd_verify(const std::string& file) {
   const bool distributed = is_distributed(file);
   const auto format = distributed ? zanj::WeightsFormat::kZanj : zanj::detect_format(file);
-  const auto report = distributed ? verify_directory(file)
+  const auto report = distributed                            ? verify_directory(file)
                       : format == zanj::WeightsFormat::kZanj ? zanj::verify(file)
                                                              : verify_foreign(file, format);
   if (g_json) {
@@ -626,9 +631,8 @@ int cmd_extract(const std::string& file, const std::string& key, const std::stri
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!f) throw zanj::IoError(out + ": cannot write");
   std::cerr << "wrote " << out << " (" << human_bytes(bytes.size()) << ")"
-            << (tensor.scalar_type() == torch::kBFloat16
-                    ? ", bfloat16 stored as exact float32"
-                    : "")
+            << (tensor.scalar_type() == torch::kBFloat16 ? ", bfloat16 stored as exact float32"
+                                                         : "")
             << "\n";
   return 0;
 }
@@ -666,7 +670,9 @@ int cmd_convert(const std::string& in, const std::string& out, const std::string
       const auto name = keys.apply(k);
       if (!name) continue;
       for (const auto& [existing, unused] : renamed) {
-        if (existing == *name) throw zanj::FormatError(in + ": " + k + ": renamed to '" + *name + "', which another key already has");
+        if (existing == *name)
+          throw zanj::FormatError(in + ": " + k + ": renamed to '" + *name +
+                                  "', which another key already has");
       }
       renamed.emplace_back(*name, zanj::Node(t));
     }
@@ -718,8 +724,9 @@ int cmd_consolidate(const std::string& in, const std::string& out) {
   return 0;
 #else
   (void)out;
-  throw zanj::UsageError(in + ": this zanj was built without distributed checkpoints "
-                              "(CONFIGURED_MODEL_DISTRIBUTED)");
+  throw zanj::UsageError(in +
+                         ": this zanj was built without distributed checkpoints "
+                         "(CONFIGURED_MODEL_DISTRIBUTED)");
 #endif
 }
 
@@ -794,8 +801,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> renames;
   auto* convert = app.add_subcommand(
       "convert", "convert between .zanj, Python .pt, libtorch .pt and .safetensors");
-  convert->add_option("IN", file, ".zanj, .pt (Python's or libtorch's), .safetensors or a "
-                                  "*.safetensors.index.json")->required();
+  convert
+      ->add_option("IN", file,
+                   ".zanj, .pt (Python's or libtorch's), .safetensors or a "
+                   "*.safetensors.index.json")
+      ->required();
   convert->add_option("OUT", out, "output; its extension gives the format unless --to does")
       ->required();
   convert->add_option("--to", to, "zanj, pt (Python torch.save), libtorch-pt or safetensors")

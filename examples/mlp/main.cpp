@@ -189,8 +189,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (!read_path.empty()) return read_and_print(read_path);
-    if (!ckpt_dir.empty()) return resumable_run(ckpt_dir, resume, hidden_dim, steps, save_every,
-                                              background);
+    if (!ckpt_dir.empty())
+      return resumable_run(ckpt_dir, resume, hidden_dim, steps, save_every, background);
     if (resume) {
       std::cerr << "error: --resume needs --ckpt-dir\n";
       return 2;

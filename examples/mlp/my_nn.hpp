@@ -5,8 +5,8 @@
 
 #include <torch/torch.h>
 
-#include <configured_model/configured_model.hpp>
 #include <algorithm>
+#include <configured_model/configured_model.hpp>
 #include <nlohmann/json.hpp>
 #include <string>
 

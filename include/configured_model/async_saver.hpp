@@ -99,8 +99,8 @@ class AsyncSaver {
   template <class Model>
   SaveHandle save_checkpoint(std::string path, const Model& model,
                              const torch::optim::Optimizer& optimizer,
-                             const torch::optim::LRScheduler* scheduler,
-                             const TrainingState& state, const SaveOptions& options = {}) {
+                             const torch::optim::LRScheduler* scheduler, const TrainingState& state,
+                             const SaveOptions& options = {}) {
     return save(checkpoint_node(model, optimizer, scheduler, state), std::move(path), options);
   }
 

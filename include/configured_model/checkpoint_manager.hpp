@@ -73,8 +73,7 @@ class CheckpointManager {
   std::string save(const Model& model, const torch::optim::Optimizer& optimizer,
                    const torch::optim::LRScheduler* scheduler, const TrainingState& state,
                    const nlohmann::json& metrics = nullptr, const SaveOptions& options = {}) {
-    return save(state.step, checkpoint_node(model, optimizer, scheduler, state), metrics,
-                options);
+    return save(state.step, checkpoint_node(model, optimizer, scheduler, state), metrics, options);
   }
 
   /// Like save(), in the background (AsyncSaver): returns once the state is copied aside; the
@@ -82,8 +81,8 @@ class CheckpointManager {
   /// most one save is in flight: the next save or save_async first waits for it. A failure is
   /// rethrown by the handle's wait(), or else by the next save/save_async/wait(), or logged when
   /// the manager is destroyed (which waits for the write in flight).
-  SaveHandle save_async(std::int64_t step, const Node& tree, const nlohmann::json& metrics = nullptr,
-                        const SaveOptions& options = {});
+  SaveHandle save_async(std::int64_t step, const Node& tree,
+                        const nlohmann::json& metrics = nullptr, const SaveOptions& options = {});
 
   /// A model with its optimizer, scheduler and counters, in the background.
   template <class Model>

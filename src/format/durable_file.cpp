@@ -22,19 +22,20 @@ DurableFile::DurableFile(std::string path) : path_(std::move(path)) {
   std::error_code ec;
   fs::create_directories(final_path.parent_path(), ec);
   if (ec) {
-    throw_io_error(path_, "", "cannot create directory " + final_path.parent_path().string() +
-                                  ": " + ec.message());
+    throw_io_error(
+        path_, "",
+        "cannot create directory " + final_path.parent_path().string() + ": " + ec.message());
   }
   std::random_device rd;
-  tmp_ = (final_path.parent_path() / ("." + final_path.filename().string() + "." +
-                                      std::to_string(::getpid()) + "-" + std::to_string(rd()) +
-                                      ".tmp"))
+  tmp_ = (final_path.parent_path() /
+          ("." + final_path.filename().string() + "." + std::to_string(::getpid()) + "-" +
+           std::to_string(rd()) + ".tmp"))
              .string();
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) {
     const int err = errno;
-    throw_io_error(path_, "", "cannot create a temporary file next to it: " +
-                                  std::string(std::strerror(err)));
+    throw_io_error(path_, "",
+                   "cannot create a temporary file next to it: " + std::string(std::strerror(err)));
   }
   // Held until renamed: clean-ups remove only temporaries whose lock they can take.
   (void)::flock(fd_, LOCK_EX | LOCK_NB);
@@ -60,7 +61,8 @@ void DurableFile::write(std::string_view bytes) {
 }
 
 void DurableFile::commit() {
-  if (::fsync(fd_) != 0) throw_io_error(path_, "", "fsync failed: " + std::string(std::strerror(errno)));
+  if (::fsync(fd_) != 0)
+    throw_io_error(path_, "", "fsync failed: " + std::string(std::strerror(errno)));
   // Renamed while still open (and locked), so no clean-up can take it for an orphan.
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     throw_io_error(path_, "", "cannot rename " + tmp_ + " into place: " + std::strerror(errno));

@@ -24,11 +24,16 @@ struct StorageType {
 
 // torch.<Name>Storage as torch.save names them; UntypedStorage holds bytes.
 constexpr StorageType kStorageTypes[] = {
-    {"FloatStorage", c10::kFloat},         {"DoubleStorage", c10::kDouble},
-    {"HalfStorage", c10::kHalf},           {"BFloat16Storage", c10::kBFloat16},
-    {"LongStorage", c10::kLong},           {"IntStorage", c10::kInt},
-    {"ShortStorage", c10::kShort},         {"CharStorage", c10::kChar},
-    {"ByteStorage", c10::kByte},           {"BoolStorage", c10::kBool},
+    {"FloatStorage", c10::kFloat},
+    {"DoubleStorage", c10::kDouble},
+    {"HalfStorage", c10::kHalf},
+    {"BFloat16Storage", c10::kBFloat16},
+    {"LongStorage", c10::kLong},
+    {"IntStorage", c10::kInt},
+    {"ShortStorage", c10::kShort},
+    {"CharStorage", c10::kChar},
+    {"ByteStorage", c10::kByte},
+    {"BoolStorage", c10::kBool},
     {"ComplexFloatStorage", c10::kComplexFloat},
     {"ComplexDoubleStorage", c10::kComplexDouble},
     {"UntypedStorage", c10::kByte},
@@ -39,10 +44,18 @@ struct DtypeGlobal {
   c10::ScalarType dtype;
 };
 constexpr DtypeGlobal kDtypeGlobals[] = {
-    {"float32", c10::kFloat}, {"float64", c10::kDouble}, {"float16", c10::kHalf},
-    {"bfloat16", c10::kBFloat16}, {"int64", c10::kLong}, {"int32", c10::kInt},
-    {"int16", c10::kShort}, {"int8", c10::kChar}, {"uint8", c10::kByte}, {"bool", c10::kBool},
-    {"complex64", c10::kComplexFloat}, {"complex128", c10::kComplexDouble},
+    {"float32", c10::kFloat},
+    {"float64", c10::kDouble},
+    {"float16", c10::kHalf},
+    {"bfloat16", c10::kBFloat16},
+    {"int64", c10::kLong},
+    {"int32", c10::kInt},
+    {"int16", c10::kShort},
+    {"int8", c10::kChar},
+    {"uint8", c10::kByte},
+    {"bool", c10::kBool},
+    {"complex64", c10::kComplexFloat},
+    {"complex128", c10::kComplexDouble},
 };
 
 // Globals a weights-only payload may name (PyTorch's weights_only allow-list, less what
@@ -55,26 +68,40 @@ bool allowed_global(const std::string& module, const std::string& name) {
   }
   if (module == "torch") {
     if (name == "Size" || name == "device") return true;
-    for (const auto& s : kStorageTypes) if (name == s.name) return true;
-    for (const auto& d : kDtypeGlobals) if (name == d.name) return true;
+    for (const auto& s : kStorageTypes)
+      if (name == s.name) return true;
+    for (const auto& d : kDtypeGlobals)
+      if (name == d.name) return true;
   }
   return false;
 }
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::kNone: return "None";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kStr: return "str";
-    case Kind::kBytes: return "bytes";
-    case Kind::kTuple: return "tuple";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
-    case Kind::kGlobal: return "global";
-    case Kind::kTensor: return "tensor";
-    case Kind::kStorage: return "storage";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kStr:
+      return "str";
+    case Kind::kBytes:
+      return "bytes";
+    case Kind::kTuple:
+      return "tuple";
+    case Kind::kList:
+      return "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kGlobal:
+      return "global";
+    case Kind::kTensor:
+      return "tensor";
+    case Kind::kStorage:
+      return "storage";
   }
   return "?";
 }
@@ -93,8 +120,8 @@ class Unpickler {
       if (op == '.') break;  // STOP
       step(op);
     }
-    if (stack_.size() != 1 || !marks_.empty()) fail("STOP with " + std::to_string(stack_.size()) +
-                                                    " values on the stack (expected 1)");
+    if (stack_.size() != 1 || !marks_.empty())
+      fail("STOP with " + std::to_string(stack_.size()) + " values on the stack (expected 1)");
     if (pos_ != data_.size()) {
       fail(std::to_string(data_.size() - pos_) + " bytes after STOP (expected none)");
     }
@@ -110,7 +137,8 @@ class Unpickler {
   }
 
   [[noreturn]] void fail(const std::string& what) const {
-    detail::throw_format_error(file_, entry_, "pickle at byte " + std::to_string(op_at_) + ": " + what);
+    detail::throw_format_error(file_, entry_,
+                               "pickle at byte " + std::to_string(op_at_) + ": " + what);
   }
 
   char byte() {
@@ -162,8 +190,9 @@ class Unpickler {
     if (marks_.empty()) fail("no MARK to pop to");
     const std::size_t m = marks_.back();
     marks_.pop_back();
-    std::vector<PyRef> items(std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(m)),
-                             std::make_move_iterator(stack_.end()));
+    std::vector<PyRef> items(
+        std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(m)),
+        std::make_move_iterator(stack_.end()));
     stack_.resize(m);
     return items;
   }
@@ -318,7 +347,8 @@ class Unpickler {
         }
         std::vector<PyRef> kv;
         for (const auto& p : a[0]->items) {
-          if (p->kind != Kind::kTuple || p->items.size() != 2) fail("OrderedDict item is not a pair");
+          if (p->kind != Kind::kTuple || p->items.size() != 2)
+            fail("OrderedDict item is not a pair");
           kv.push_back(p->items[0]);
           kv.push_back(p->items[1]);
         }
@@ -327,7 +357,8 @@ class Unpickler {
       return d;
     }
     if (f == "torch._utils._rebuild_tensor_v2") return rebuild_tensor(a);
-    if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {
+    if (f == "torch._utils._rebuild_parameter" ||
+        f == "torch._utils._rebuild_parameter_with_state") {
       if (a.empty()) fail(f + " without arguments");
       return expect(a[0], Kind::kTensor, "parameter data");
     }
@@ -339,9 +370,12 @@ class Unpickler {
     if (f == "torch.device") {
       auto s = make(Kind::kStr);
       for (std::size_t i = 0; i < a.size(); ++i) {
-        if (a[i]->kind == Kind::kStr) s->text += (i ? ":" : "") + a[i]->text;
-        else if (a[i]->kind == Kind::kInt) s->text += ":" + std::to_string(a[i]->integer);
-        else fail("torch.device argument of type " + std::string(kind_name(a[i]->kind)));
+        if (a[i]->kind == Kind::kStr)
+          s->text += (i ? ":" : "") + a[i]->text;
+        else if (a[i]->kind == Kind::kInt)
+          s->text += ":" + std::to_string(a[i]->integer);
+        else
+          fail("torch.device argument of type " + std::string(kind_name(a[i]->kind)));
       }
       return s;
     }
@@ -355,27 +389,46 @@ class Unpickler {
         if (v > 5) fail("pickle protocol " + std::to_string(v) + " (expected 0..5)");
         break;
       }
-      case 0x95: uint_le(8); break;  // FRAME: a length hint only
-      case '(': marks_.push_back(stack_.size()); break;  // MARK
-      case '0': pop(); break;                              // POP
-      case '1': pop_mark(); break;                         // POP_MARK
-      case '2': push(top()); break;                        // DUP
-      case 'N': push(make(Kind::kNone)); break;
-      case 0x88: case 0x89: {  // NEWTRUE, NEWFALSE
+      case 0x95:
+        uint_le(8);
+        break;  // FRAME: a length hint only
+      case '(':
+        marks_.push_back(stack_.size());
+        break;  // MARK
+      case '0':
+        pop();
+        break;  // POP
+      case '1':
+        pop_mark();
+        break;  // POP_MARK
+      case '2':
+        push(top());
+        break;  // DUP
+      case 'N':
+        push(make(Kind::kNone));
+        break;
+      case 0x88:
+      case 0x89: {  // NEWTRUE, NEWFALSE
         auto b = make(Kind::kBool);
         b->boolean = op == 0x88;
         push(std::move(b));
         break;
       }
-      case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
+      case 'K':
+      case 'M':
+      case 'J': {  // BININT1, BININT2, BININT
         auto i = make(Kind::kInt);
-        if (op == 'K') i->integer = static_cast<std::int64_t>(uint_le(1));
-        else if (op == 'M') i->integer = static_cast<std::int64_t>(uint_le(2));
-        else i->integer = static_cast<std::int32_t>(static_cast<std::uint32_t>(uint_le(4)));
+        if (op == 'K')
+          i->integer = static_cast<std::int64_t>(uint_le(1));
+        else if (op == 'M')
+          i->integer = static_cast<std::int64_t>(uint_le(2));
+        else
+          i->integer = static_cast<std::int32_t>(static_cast<std::uint32_t>(uint_le(4)));
         push(std::move(i));
         break;
       }
-      case 0x8a: case 0x8b: {  // LONG1, LONG4: little-endian two's complement
+      case 0x8a:
+      case 0x8b: {  // LONG1, LONG4: little-endian two's complement
         const std::uint64_t n = op == 0x8a ? uint_le(1) : uint_le(4);
         if (n > 8) fail("integer of " + std::to_string(n) + " bytes (at most 8 are supported)");
         const auto s = take(n);
@@ -387,7 +440,8 @@ class Unpickler {
         push(std::move(i));
         break;
       }
-      case 'I': case 'L': {  // INT, LONG (text)
+      case 'I':
+      case 'L': {  // INT, LONG (text)
         std::string s = line();
         if (op == 'L' && !s.empty() && s.back() == 'L') s.pop_back();
         if (op == 'I' && (s == "00" || s == "01")) {
@@ -424,33 +478,50 @@ class Unpickler {
         push(std::move(f));
         break;
       }
-      case 'X': case 0x8c: case 0x8d:  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
-      case 'T': case 'U':              // BINSTRING, SHORT_BINSTRING (Python 2 str)
-      case 'B': case 'C': case 0x8e: { // BINBYTES, SHORT_BINBYTES, BINBYTES8
-        const int width = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
+      case 'X':
+      case 0x8c:
+      case 0x8d:  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+      case 'T':
+      case 'U':  // BINSTRING, SHORT_BINSTRING (Python 2 str)
+      case 'B':
+      case 'C':
+      case 0x8e: {  // BINBYTES, SHORT_BINBYTES, BINBYTES8
+        const int width = (op == 0x8c || op == 'U' || op == 'C') ? 1
+                          : (op == 0x8d || op == 0x8e)           ? 8
+                                                                 : 4;
         const std::uint64_t n = uint_le(width);
         auto s = make((op == 'B' || op == 'C' || op == 0x8e) ? Kind::kBytes : Kind::kStr);
         s->text = std::string(take(n));
         push(std::move(s));
         break;
       }
-      case ']': push(make(Kind::kList)); break;   // EMPTY_LIST
-      case '}': push(make(Kind::kDict)); break;   // EMPTY_DICT
-      case ')': push(tuple({})); break;           // EMPTY_TUPLE
-      case 'l': {                                  // LIST
+      case ']':
+        push(make(Kind::kList));
+        break;  // EMPTY_LIST
+      case '}':
+        push(make(Kind::kDict));
+        break;  // EMPTY_DICT
+      case ')':
+        push(tuple({}));
+        break;     // EMPTY_TUPLE
+      case 'l': {  // LIST
         auto l = make(Kind::kList);
         l->items = pop_mark();
         push(std::move(l));
         break;
       }
-      case 't': push(tuple(pop_mark())); break;   // TUPLE
-      case 'd': {                                  // DICT
+      case 't':
+        push(tuple(pop_mark()));
+        break;     // TUPLE
+      case 'd': {  // DICT
         auto d = make(Kind::kDict);
         set_items(d, pop_mark());
         push(std::move(d));
         break;
       }
-      case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+      case 0x85:
+      case 0x86:
+      case 0x87: {  // TUPLE1..3
         const std::size_t n = op - 0x84;
         std::vector<PyRef> items(n);
         for (std::size_t k = n; k-- > 0;) items[k] = pop();
@@ -478,10 +549,16 @@ class Unpickler {
         set_items(top(), std::move(kv));
         break;
       }
-      case 'q': memo_put(uint_le(1)); break;        // BINPUT
-      case 'r': memo_put(uint_le(4)); break;        // LONG_BINPUT
-      case 0x94: memo_put(memo_.size()); break;     // MEMOIZE
-      case 'p': {                                   // PUT (text)
+      case 'q':
+        memo_put(uint_le(1));
+        break;  // BINPUT
+      case 'r':
+        memo_put(uint_le(4));
+        break;  // LONG_BINPUT
+      case 0x94:
+        memo_put(memo_.size());
+        break;     // MEMOIZE
+      case 'p': {  // PUT (text)
         const std::string s = line();
         char* end = nullptr;
         const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
@@ -489,9 +566,13 @@ class Unpickler {
         memo_put(v);
         break;
       }
-      case 'h': memo_get(uint_le(1)); break;        // BINGET
-      case 'j': memo_get(uint_le(4)); break;        // LONG_BINGET
-      case 'g': {                                   // GET (text)
+      case 'h':
+        memo_get(uint_le(1));
+        break;  // BINGET
+      case 'j':
+        memo_get(uint_le(4));
+        break;     // LONG_BINGET
+      case 'g': {  // GET (text)
         const std::string s = line();
         char* end = nullptr;
         const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
@@ -534,16 +615,19 @@ class Unpickler {
         }
         break;  // attributes such as _metadata are not part of the tensors' values
       }
-      case 0x81: case 0x92: case 'i': case 'o':  // NEWOBJ, NEWOBJ_EX, INST, OBJ
+      case 0x81:
+      case 0x92:
+      case 'i':
+      case 'o':  // NEWOBJ, NEWOBJ_EX, INST, OBJ
         throw UnsafeContentError(detail::message(
-            file_, entry_, "pickle at byte " + std::to_string(op_at_) +
-                               ": builds an arbitrary object (opcode 0x" +
-                               [op] {
-                                 char b[3];
-                                 std::snprintf(b, sizeof b, "%02x", op);
-                                 return std::string(b);
-                               }() +
-                               "), which a weights-only load refuses"));
+            file_, entry_,
+            "pickle at byte " + std::to_string(op_at_) + ": builds an arbitrary object (opcode 0x" +
+                [op] {
+                  char b[3];
+                  std::snprintf(b, sizeof b, "%02x", op);
+                  return std::string(b);
+                }() +
+                "), which a weights-only load refuses"));
       case 'P':  // PERSID (text)
         fail("text persistent ids are not used by torch.save");
       default: {
@@ -577,9 +661,9 @@ struct Converter {
   // object graph (each object once) before anything is built. Cycles hit the depth limit.
   std::uint64_t expanded(const PyRef& v, std::size_t depth, const std::string& path) {
     if (depth > limits.max_depth) {
-      detail::throw_format_error(file, path, "nested deeper than " +
-                                                 std::to_string(limits.max_depth) +
-                                                 " levels (or a container holds itself)");
+      detail::throw_format_error(file, path,
+                                 "nested deeper than " + std::to_string(limits.max_depth) +
+                                     " levels (or a container holds itself)");
     }
     const auto it = sizes.find(v);
     if (it != sizes.end()) return it->second;
@@ -596,24 +680,32 @@ struct Converter {
   Node run(const PyRef& v) {
     const std::uint64_t n = expanded(v, 0, "");
     if (n > limits.max_values) {
-      detail::throw_format_error(file, "", "would expand to " + std::to_string(n) +
-                                               " values, more than the limit of " +
-                                               std::to_string(limits.max_values) +
-                                               " (shared containers repeat)");
+      detail::throw_format_error(
+          file, "",
+          "would expand to " + std::to_string(n) + " values, more than the limit of " +
+              std::to_string(limits.max_values) + " (shared containers repeat)");
     }
     return convert(v, 0, "");
   }
 
   Node convert(const PyRef& v, std::size_t depth, const std::string& path) {
     switch (v->kind) {
-      case Kind::kNone: return Node();
-      case Kind::kBool: return Node(nlohmann::json(v->boolean));
-      case Kind::kInt: return Node(nlohmann::json(v->integer));
-      case Kind::kFloat: return Node(nlohmann::json(v->floating));
-      case Kind::kStr: return Node(nlohmann::json(v->text));
-      case Kind::kGlobal: return Node(nlohmann::json(v->text));  // torch.float32 and the like
-      case Kind::kTensor: return Node(v->tensor);
-      case Kind::kStorage: return Node(v->tensor);
+      case Kind::kNone:
+        return Node();
+      case Kind::kBool:
+        return Node(nlohmann::json(v->boolean));
+      case Kind::kInt:
+        return Node(nlohmann::json(v->integer));
+      case Kind::kFloat:
+        return Node(nlohmann::json(v->floating));
+      case Kind::kStr:
+        return Node(nlohmann::json(v->text));
+      case Kind::kGlobal:
+        return Node(nlohmann::json(v->text));  // torch.float32 and the like
+      case Kind::kTensor:
+        return Node(v->tensor);
+      case Kind::kStorage:
+        return Node(v->tensor);
       case Kind::kBytes: {
         auto t = at::empty({static_cast<std::int64_t>(v->text.size())}, at::kByte);
         if (!v->text.empty()) std::memcpy(t.data_ptr(), v->text.data(), v->text.size());
@@ -634,11 +726,21 @@ struct Converter {
         for (const auto& [k, val] : v->entries) {
           std::string key;
           switch (k->kind) {
-            case Kind::kStr: key = k->text; break;
-            case Kind::kInt: key = std::to_string(k->integer); break;
-            case Kind::kBool: key = k->boolean ? "True" : "False"; break;
-            case Kind::kNone: key = "None"; break;
-            default: key = nlohmann::json(k->floating).dump(); break;
+            case Kind::kStr:
+              key = k->text;
+              break;
+            case Kind::kInt:
+              key = std::to_string(k->integer);
+              break;
+            case Kind::kBool:
+              key = k->boolean ? "True" : "False";
+              break;
+            case Kind::kNone:
+              key = "None";
+              break;
+            default:
+              key = nlohmann::json(k->floating).dump();
+              break;
           }
           for (const auto& [existing, unused] : out) {
             if (existing == key) {
@@ -687,7 +789,8 @@ class Pickler {
       u32(static_cast<std::uint32_t>(static_cast<std::int32_t>(v)));
     } else {
       out_ += "\x8a\x08";
-      for (int i = 0; i < 8; ++i) out_ += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
+      for (int i = 0; i < 8; ++i)
+        out_ += static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
     }
   }
   void global(const std::string& module, const std::string& name) {
@@ -713,11 +816,14 @@ class Pickler {
   }
 
   void scalar(const nlohmann::ordered_json& j) {
-    if (j.is_null()) out_ += 'N';
-    else if (j.is_boolean()) out_ += j.get<bool>() ? '\x88' : '\x89';
+    if (j.is_null())
+      out_ += 'N';
+    else if (j.is_boolean())
+      out_ += j.get<bool>() ? '\x88' : '\x89';
     else if (j.is_number_integer()) {
-      if (j.is_number_unsigned() && j.get<std::uint64_t>() > static_cast<std::uint64_t>(
-                                         std::numeric_limits<std::int64_t>::max())) {
+      if (j.is_number_unsigned() &&
+          j.get<std::uint64_t>() >
+              static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
         throw FormatError("pickle: integer " + j.dump() + " does not fit 64 signed bits");
       }
       integer(j.get<std::int64_t>());
@@ -727,8 +833,10 @@ class Pickler {
       std::memcpy(&bits, &d, 8);
       out_ += 'G';
       for (int i = 7; i >= 0; --i) out_ += static_cast<char>((bits >> (8 * i)) & 0xff);
-    } else if (j.is_string()) str(j.get<std::string>());
-    else throw FormatError("pickle: unexpected JSON value " + j.dump());
+    } else if (j.is_string())
+      str(j.get<std::string>());
+    else
+      throw FormatError("pickle: unexpected JSON value " + j.dump());
   }
 
   void tensor(const at::Tensor& input) {
@@ -744,7 +852,8 @@ class Pickler {
     if (found != storages_.end()) {
       key = found->second;
     } else {
-      const at::Tensor whole = at::empty({0}, t.options()).set_(t.storage(), 0, {storage_numel}, {1});
+      const at::Tensor whole =
+          at::empty({0}, t.options()).set_(t.storage(), 0, {storage_numel}, {1});
       key = storage_key_(whole);
       storages_[impl] = key;
     }
@@ -772,8 +881,10 @@ class Pickler {
   }
 
   void write(const Node& n) {
-    if (n.is_tensor()) tensor(n.tensor());
-    else if (n.is_scalar()) scalar(n.scalar());
+    if (n.is_tensor())
+      tensor(n.tensor());
+    else if (n.is_scalar())
+      scalar(n.scalar());
     else if (n.is_list()) {
       out_ += ']';
       if (n.size() > 0) {

@@ -27,16 +27,28 @@ using PyRef = PyObject*;
 /// One value of an unpickled payload. Lists and dicts are shared by reference, as in Python
 /// (the memo hands out the same object again).
 struct PyObject {
-  enum class Kind { kNone, kBool, kInt, kFloat, kStr, kBytes, kTuple, kList, kDict, kGlobal,
-                    kTensor, kStorage };
+  enum class Kind {
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kStr,
+    kBytes,
+    kTuple,
+    kList,
+    kDict,
+    kGlobal,
+    kTensor,
+    kStorage
+  };
   Kind kind = Kind::kNone;
   bool boolean = false;
   std::int64_t integer = 0;
   double floating = 0.0;
-  std::string text;                               ///< str, bytes, or a global's "module.name"
-  std::vector<PyRef> items;                       ///< tuple, list
-  std::vector<std::pair<PyRef, PyRef>> entries;   ///< dict (insertion order)
-  at::Tensor tensor;                              ///< tensor; storage: a 1-D tensor of its dtype
+  std::string text;                              ///< str, bytes, or a global's "module.name"
+  std::vector<PyRef> items;                      ///< tuple, list
+  std::vector<std::pair<PyRef, PyRef>> entries;  ///< dict (insertion order)
+  at::Tensor tensor;                             ///< tensor; storage: a 1-D tensor of its dtype
 };
 
 /// An unpickled payload: every object it built, and the one STOP returned.
@@ -51,15 +63,15 @@ using StorageLoader =
     std::function<at::Tensor(const std::string& key, c10::ScalarType dtype, std::int64_t numel)>;
 
 struct PickleLimits {
-  std::size_t max_depth = 512;           ///< nesting of containers
-  std::size_t max_values = 50'000'000;   ///< values built from the tree (shared ones count again)
-  std::size_t max_stack = 10'000'000;    ///< items on the unpickler's stack
+  std::size_t max_depth = 512;          ///< nesting of containers
+  std::size_t max_values = 50'000'000;  ///< values built from the tree (shared ones count again)
+  std::size_t max_stack = 10'000'000;   ///< items on the unpickler's stack
 };
 
 /// Unpickles `bytes` (the payload of `file`'s `entry`). Refuses any global outside the weights
 /// allow-list with an UnsafeContentError naming it; malformed or truncated data is a FormatError.
 Pickled unpickle(std::string_view bytes, const std::string& file, const std::string& entry,
-               const StorageLoader& load_storage, const PickleLimits& limits = {});
+                 const StorageLoader& load_storage, const PickleLimits& limits = {});
 
 /// The payload as a Node tree: dicts (keys that are ints become their decimal text), lists and
 /// tuples become lists, tensors stay tensors (views keep sharing their storage), dtypes and
@@ -72,7 +84,8 @@ std::string storage_type_name(c10::ScalarType dtype);
 
 /// A state dict or nested checkpoint pickled as torch.save does (protocol 2): `storage_key` is
 /// called once per distinct storage and returns the key under which the caller writes its bytes.
-std::string pickle_tree(const Node& root,
-                        const std::function<std::string(const at::Tensor& storage_tensor)>& storage_key);
+std::string pickle_tree(
+    const Node& root,
+    const std::function<std::string(const at::Tensor& storage_tensor)>& storage_key);
 
 }  // namespace zanj::detail

@@ -31,14 +31,15 @@ struct Dtype {
   c10::ScalarType type;
 };
 constexpr Dtype kDtypes[] = {
-    {"BOOL", c10::kBool},   {"U8", c10::kByte},        {"I8", c10::kChar},
-    {"I16", c10::kShort},   {"I32", c10::kInt},        {"I64", c10::kLong},
-    {"F16", c10::kHalf},    {"BF16", c10::kBFloat16},  {"F32", c10::kFloat},
-    {"F64", c10::kDouble},  {"C64", c10::kComplexFloat},
+    {"BOOL", c10::kBool},  {"U8", c10::kByte},          {"I8", c10::kChar},
+    {"I16", c10::kShort},  {"I32", c10::kInt},          {"I64", c10::kLong},
+    {"F16", c10::kHalf},   {"BF16", c10::kBFloat16},    {"F32", c10::kFloat},
+    {"F64", c10::kDouble}, {"C64", c10::kComplexFloat},
 };
 
 const char* dtype_name(c10::ScalarType t) {
-  for (const auto& d : kDtypes) if (d.type == t) return d.name;
+  for (const auto& d : kDtypes)
+    if (d.type == t) return d.name;
   return nullptr;
 }
 
@@ -98,21 +99,24 @@ struct Source {
 }
 
 // Parses and checks one file's header; appends its tensors (file = src.name).
-void parse_header(Source& src, const SafetensorsLimits& limits,
-                  std::vector<SafetensorsTensor>& out, std::map<std::string, std::string>& meta) {
+void parse_header(Source& src, const SafetensorsLimits& limits, std::vector<SafetensorsTensor>& out,
+                  std::map<std::string, std::string>& meta) {
   const std::string& file = src.name;
-  if (src.size < 8) fail(file, "", "too short for a safetensors header (" + std::to_string(src.size) + " bytes)");
+  if (src.size < 8)
+    fail(file, "", "too short for a safetensors header (" + std::to_string(src.size) + " bytes)");
   unsigned char len_bytes[8];
   src.pread_exact(len_bytes, 8, 0, "");
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
   if (n > limits.max_header_bytes) {
-    fail(file, "", "header of " + std::to_string(n) + " bytes exceeds the limit of " +
-                       std::to_string(limits.max_header_bytes));
+    fail(file, "",
+         "header of " + std::to_string(n) + " bytes exceeds the limit of " +
+             std::to_string(limits.max_header_bytes));
   }
   if (n < 2 || n > src.size - 8) {
-    fail(file, "", "header length " + std::to_string(n) + " does not fit a file of " +
-                       std::to_string(src.size) + " bytes");
+    fail(file, "",
+         "header length " + std::to_string(n) + " does not fit a file of " +
+             std::to_string(src.size) + " bytes");
   }
   std::string text(static_cast<std::size_t>(n), '\0');
   src.pread_exact(text.data(), n, 8, "");
@@ -139,8 +143,8 @@ void parse_header(Source& src, const SafetensorsLimits& limits,
     const auto off = value.find("data_offsets");
     if (dt == value.end() || !dt->is_string()) fail(file, key, "has no dtype string");
     if (sh == value.end() || !sh->is_array()) fail(file, key, "has no shape array");
-    if (off == value.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-        !(*off)[1].is_number_unsigned()) {
+    if (off == value.end() || !off->is_array() || off->size() != 2 ||
+        !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
       fail(file, key, "has no data_offsets [begin, end]");
     }
     SafetensorsTensor t;
@@ -148,9 +152,12 @@ void parse_header(Source& src, const SafetensorsLimits& limits,
     t.file = file;
     const std::string dname = dt->get<std::string>();
     bool known = false;
-    for (const auto& d : kDtypes) if (dname == d.name) t.dtype = d.type, known = true;
+    for (const auto& d : kDtypes)
+      if (dname == d.name) t.dtype = d.type, known = true;
     if (!known) {
-      fail(file, key, "dtype '" + dname + "' is not one libtorch " + "has (expected one of BOOL, U8, I8, I16, I32, I64, F16, BF16, F32, F64, C64)");
+      fail(file, key,
+           "dtype '" + dname + "' is not one libtorch " +
+               "has (expected one of BOOL, U8, I8, I16, I32, I64, F16, BF16, F32, F64, C64)");
     }
     std::uint64_t elements = 1;
     bool too_large = false;
@@ -166,16 +173,18 @@ void parse_header(Source& src, const SafetensorsLimits& limits,
     const auto begin = (*off)[0].get<std::uint64_t>();
     const auto end = (*off)[1].get<std::uint64_t>();
     if (begin > end || end > data_bytes) {
-      fail(file, key, "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                          "] outside the " + std::to_string(data_bytes) + " data bytes");
+      fail(file, key,
+           "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+               "] outside the " + std::to_string(data_bytes) + " data bytes");
     }
     std::uint64_t expected = 0;
-    too_large |= __builtin_mul_overflow(elements, static_cast<std::uint64_t>(c10::elementSize(t.dtype)), &expected);
+    too_large |= __builtin_mul_overflow(
+        elements, static_cast<std::uint64_t>(c10::elementSize(t.dtype)), &expected);
     if (too_large) fail(file, key, "shape " + sh->dump() + " is too large");
     if (expected != end - begin) {
-      fail(file, key, "dtype " + dname + " x shape " + sh->dump() + " is " +
-                          std::to_string(expected) +
-                          " bytes, but data_offsets span " + std::to_string(end - begin));
+      fail(file, key,
+           "dtype " + dname + " x shape " + sh->dump() + " is " + std::to_string(expected) +
+               " bytes, but data_offsets span " + std::to_string(end - begin));
     }
     t.offset = src.data_start + begin;
     t.bytes = end - begin;
@@ -188,9 +197,11 @@ void parse_header(Source& src, const SafetensorsLimits& limits,
   std::uint64_t at = src.data_start;
   for (const auto& t : here) {
     if (t.offset != at) {
-      fail(file, t.key, std::string(t.offset < at ? "overlaps the tensor before it" : "leaves a hole before it") +
-                            " (expected data at " + std::to_string(at - src.data_start) +
-                            ", found " + std::to_string(t.offset - src.data_start) + ")");
+      fail(
+          file, t.key,
+          std::string(t.offset < at ? "overlaps the tensor before it" : "leaves a hole before it") +
+              " (expected data at " + std::to_string(at - src.data_start) + ", found " +
+              std::to_string(t.offset - src.data_start) + ")");
     }
     at += t.bytes;
   }
@@ -206,14 +217,16 @@ std::unique_ptr<Source> open_source(const std::string& path) {
   src->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (src->fd < 0) detail::throw_io_error(path, "", "cannot open: " + errno_text(errno));
   struct stat st {};
-  if (::fstat(src->fd, &st) != 0) detail::throw_io_error(path, "", "cannot stat: " + errno_text(errno));
+  if (::fstat(src->fd, &st) != 0)
+    detail::throw_io_error(path, "", "cannot stat: " + errno_text(errno));
   if (!S_ISREG(st.st_mode)) detail::throw_io_error(path, "", "not a regular file");
   src->size = static_cast<std::uint64_t>(st.st_size);
   return src;
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -282,7 +295,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path, const Safetensors
       fail(path, "weight_map/" + key, "shard '" + s + "' is not a file name in the index's folder");
     }
     if (!keys_of_shard.count(s)) {
-      if (shard_order.size() >= limits.max_shards) fail(path, "weight_map", "names too many shards");
+      if (shard_order.size() >= limits.max_shards)
+        fail(path, "weight_map", "names too many shards");
       shard_order.push_back(s);
     }
     keys_of_shard[s].push_back(key);
@@ -345,7 +359,8 @@ at::Tensor SafetensorsFile::read_tensor(const std::string& key) const {
   if (t.dtype == c10::kBool) {
     const auto* b = static_cast<const unsigned char*>(out.data_ptr());
     for (std::uint64_t i = 0; i < t.bytes; ++i) {
-      if (b[i] > 1) fail(t.file, key, "bool tensor holds byte " + std::to_string(b[i]) + " (expected 0 or 1)");
+      if (b[i] > 1)
+        fail(t.file, key, "bool tensor holds byte " + std::to_string(b[i]) + " (expected 0 or 1)");
     }
   }
   return out;
@@ -357,8 +372,9 @@ at::Tensor SafetensorsFile::tensor(const std::string& key) const {
   if (t.dtype == c10::kBool || t.bytes == 0 || t.offset % item != 0) return read_tensor(key);
   auto map = impl_->source_of.at(t.file)->mapping();
   if (!map) return read_tensor(key);
-  return at::from_blob(map.get() + t.offset, t.shape, [map](void*) mutable { map.reset(); },
-                       at::TensorOptions().dtype(t.dtype));
+  return at::from_blob(
+      map.get() + t.offset, t.shape, [map](void*) mutable { map.reset(); },
+      at::TensorOptions().dtype(t.dtype));
 }
 
 Node SafetensorsFile::read_all(bool mmap) const {
@@ -410,7 +426,8 @@ Prepared prepare(const StateDict& tensors, const std::map<std::string, std::stri
 }
 
 std::string_view bytes_of(const at::Tensor& t) {
-  return {static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()) * t.element_size()};
+  return {static_cast<const char*>(t.data_ptr()),
+          static_cast<std::size_t>(t.numel()) * t.element_size()};
 }
 
 }  // namespace

@@ -5,12 +5,12 @@
 
 #include <torch/torch.h>
 
+#include <cstring>
+
+#include "../parallel.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/logging.hpp"
-#include "../parallel.hpp"
-
-#include <cstring>
 
 namespace zanj {
 
@@ -74,11 +74,10 @@ AsyncSaver::~AsyncSaver() {
       try {
         std::rethrow_exception(h.state_->error);
       } catch (const std::exception& e) {
-        logger()->error("{}: background save failed and nobody waited for it: {}",
-                        h.state_->path, e.what());
+        logger()->error("{}: background save failed and nobody waited for it: {}", h.state_->path,
+                        e.what());
       } catch (...) {
-        logger()->error("{}: background save failed and nobody waited for it",
-                        h.state_->path);
+        logger()->error("{}: background save failed and nobody waited for it", h.state_->path);
       }
     }
   }
@@ -161,16 +160,18 @@ void stage(Node& n, std::vector<at::Tensor>& staging, std::size_t& i, std::uint6
     at::Tensor& dst = staging[i++];
     if (!dst.defined() || dst.sizes() != src.sizes() || dst.scalar_type() != src.scalar_type()) {
       // Pinned memory makes the copy from a GPU a straight DMA.
-      dst = at::empty(src.sizes(), at::TensorOptions()
-                                       .dtype(src.scalar_type())
-                                       .pinned_memory(src.is_cuda() && torch::cuda::is_available()));
+      dst =
+          at::empty(src.sizes(), at::TensorOptions()
+                                     .dtype(src.scalar_type())
+                                     .pinned_memory(src.is_cuda() && torch::cuda::is_available()));
       ++allocations;
     }
     if (src.device().is_cpu() && src.is_contiguous() && src.layout() == at::kStrided &&
         !src.is_quantized() && !src.is_conj() && !src.is_neg()) {
       const std::size_t bytes = static_cast<std::size_t>(src.numel()) * src.element_size();
-      if (bytes) copies.push_back({static_cast<char*>(dst.data_ptr()),
-                                   static_cast<const char*>(src.data_ptr()), bytes});
+      if (bytes)
+        copies.push_back(
+            {static_cast<char*>(dst.data_ptr()), static_cast<const char*>(src.data_ptr()), bytes});
     } else {
       dst.copy_(src);
     }

@@ -6,15 +6,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 
+#include "../format/durable_file.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/errors.hpp"
-#include "../format/durable_file.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
@@ -251,8 +251,10 @@ void CheckpointManager::prune(std::int64_t just_written) {
       continue;
     }
     std::error_code ec;
-    if (fs::is_directory(c.path, ec)) fs::remove_all(c.path, ec);
-    else fs::remove(c.path, ec);
+    if (fs::is_directory(c.path, ec))
+      fs::remove_all(c.path, ec);
+    else
+      fs::remove(c.path, ec);
     if (ec) {
       logger()->warn("{}: cannot remove old checkpoint: {}", c.path, ec.message());
       kept.push_back(c);
