@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: MIT
 #include "checkpoint_index.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "configured_model/checksum.hpp"
 #include "configured_model/distributed.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
@@ -48,6 +52,29 @@ struct Checker {
 };
 
 }  // namespace
+
+// Size and CRC-32 of a whole file.
+std::pair<std::uint64_t, std::uint32_t> file_crc(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError(path + ": cannot open (" + std::strerror(errno) + ")");
+  std::vector<char> buf(4 << 20);
+  std::uint32_t crc = 0;
+  std::uint64_t n = 0;
+  while (true) {
+    const ssize_t got = ::read(fd, buf.data(), buf.size());
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw IoError(path + ": read failed (" + std::strerror(err) + ")");
+    }
+    if (got == 0) break;
+    crc = crc32(crc, buf.data(), static_cast<std::size_t>(got));
+    n += static_cast<std::uint64_t>(got);
+  }
+  ::close(fd);
+  return {n, crc};
+}
 
 const char* placement_name(Placement p) {
   switch (p) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace zanj::detail {
@@ -68,6 +69,10 @@ Index load_index(const std::string& directory);
 
 /// The same for the index's text (`file` names it in errors).
 Index parse_index(std::string_view text, const std::string& file);
+
+/// Size and CRC-32 of a whole file (what the index records of each rank file).
+/// @throws IoError.
+std::pair<std::uint64_t, std::uint32_t> file_crc(const std::string& path);
 
 /// The pieces of `t` along its dim, checked to tile [0, shape[dim]) exactly.
 /// @throws FormatError naming `file` otherwise.

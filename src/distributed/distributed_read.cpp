@@ -274,13 +274,7 @@ void verify_distributed(const std::string& directory) {
       detail::throw_format_error(path, "",
                                  "rank " + std::to_string(r) + ": " + report.problems.front());
     }
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> buf(4 << 20);
-    std::uint32_t crc = 0;
-    while (in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      crc = crc32(crc, buf.data(), static_cast<std::size_t>(in.gcount()));
-    }
+    const std::uint32_t crc = detail::file_crc(path).second;
     const auto expected = index.files[static_cast<std::size_t>(r)].crc32;
     if (crc != expected) {
       detail::throw_format_error(path, "",

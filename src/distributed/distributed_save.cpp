@@ -52,29 +52,6 @@ bool is_rank_file_name(const std::string& name) {
          name.compare(name.size() - 5, 5, ".zanj") == 0;
 }
 
-// Size and CRC-32 of a whole file.
-std::pair<std::uint64_t, std::uint32_t> file_crc(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IoError(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::vector<char> buf(4 << 20);
-  std::uint32_t crc = 0;
-  std::uint64_t n = 0;
-  while (true) {
-    const ssize_t got = ::read(fd, buf.data(), buf.size());
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      const int err = errno;
-      ::close(fd);
-      throw IoError(path + ": read failed (" + std::strerror(err) + ")");
-    }
-    if (got == 0) break;
-    crc = crc32(crc, buf.data(), static_cast<std::size_t>(got));
-    n += static_cast<std::uint64_t>(got);
-  }
-  ::close(fd);
-  return {n, crc};
-}
-
 std::uint64_t tensor_bytes(const at::Tensor& t) {
   return static_cast<std::uint64_t>(t.numel()) * t.element_size();
 }
@@ -302,7 +279,7 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
     std::error_code ec;
     fs::create_directories(directory, ec);
     save(file_root, path, options.save);  // temporary, fsync, rename, directory fsync
-    std::tie(bytes, crc) = file_crc(path);
+    std::tie(bytes, crc) = detail::file_crc(path);
   } catch (const std::exception& e) {
     ok = false;
     error = e.what();
