@@ -26,10 +26,12 @@ inline std::size_t worker_count(std::size_t requested, std::size_t jobs) {
 /// so results can be written or reported in order while later jobs still run. The first
 /// exception (of a job, in index order, or of done) stops the handing out of new jobs, is
 /// rethrown after every started job has ended, and done() is not called for that job or later
-/// ones. With one thread everything runs on the calling thread.
+/// ones. With one thread everything runs on the calling thread. With `max_ahead` > 0, job i
+/// starts only once done(i - max_ahead) has returned, so at most `max_ahead` results wait at
+/// a time and they can live in `max_ahead` buffers reused round robin (slot i % max_ahead).
 inline void run_in_order(std::size_t n, std::size_t threads,
                          const std::function<void(std::size_t)>& job,
-                         const std::function<void(std::size_t)>& done) {
+                         const std::function<void(std::size_t)>& done, std::size_t max_ahead = 0) {
   if (n == 0) return;
   if (threads <= 1 || n == 1) {
     for (std::size_t i = 0; i < n; ++i) {
@@ -44,11 +46,17 @@ inline void run_in_order(std::size_t n, std::size_t threads,
   std::vector<std::exception_ptr> errors(n);
   std::atomic<std::size_t> next{0};
   std::atomic<bool> stop{false};
+  std::size_t consumed = 0;  // done() calls returned; guarded by mu
   auto work = [&] {
     for (;;) {
       if (stop.load(std::memory_order_relaxed)) return;
       const std::size_t i = next.fetch_add(1);
       if (i >= n) return;
+      if (max_ahead > 0 && i >= max_ahead) {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return consumed + max_ahead > i || stop.load(); });
+        if (consumed + max_ahead <= i) return;  // stopped: job i is never started
+      }
       std::exception_ptr error;
       try {
         job(i);
@@ -92,9 +100,20 @@ inline void run_in_order(std::size_t n, std::size_t threads,
         stop.store(true);
         break;
       }
+      if (max_ahead > 0) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          consumed = i + 1;
+        }
+        cv.notify_all();
+      }
     }
   }
-  stop.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mu);  // wakes workers waiting for a slot
+    stop.store(true);
+  }
+  cv.notify_all();
   for (auto& t : pool) t.join();
   if (!first) {
     for (auto& e : errors) {

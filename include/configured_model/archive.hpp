@@ -109,6 +109,10 @@ class ArchiveWriter {
 
 class ArchiveReader;
 
+/// Stored data is read on several threads (ArchiveReader::open_entry) in parts of at least
+/// this size: smaller ones are not worth a thread.
+inline constexpr std::size_t kParallelReadBytes = 4 << 20;
+
 /// One entry of an ArchiveReader being read in order (see ArchiveReader::open_entry). Several
 /// EntryReaders of one ArchiveReader may read at the same time on different threads (each reads
 /// the file with pread and keeps its own inflate state); the ArchiveReader must outlive them.
@@ -178,8 +182,11 @@ class ArchiveReader {
   /// data is read from the file, deflated data inflated (ISA-L) as it is read. With `check_crc`
   /// the CRC-32 is summed on the fly and EntryReader::finish() compares it with the central
   /// directory. Declared sizes and limits are checked here, before anything is allocated.
+  /// Reads of at least 2 x kParallelReadBytes of stored data are split into parts read on up to
+  /// `threads` threads (0: one per core), each part's CRC summed as it is read.
   /// @throws FormatError if the entry is missing, breaks a limit or its local header is bad.
-  EntryReader open_entry(std::string_view name, bool check_crc = true) const;
+  EntryReader open_entry(std::string_view name, bool check_crc = true,
+                         std::size_t threads = 1) const;
 
   /// The whole archive mapped copy-on-write (created on first call, then shared).
   /// @throws IoError if the file cannot be mapped.

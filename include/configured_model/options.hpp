@@ -83,8 +83,8 @@ struct ReadOptions {
   /// about 0.3 ms per 10 MB with ISA-L's kernel; deflated entries are summed as they inflate).
   /// JSON entries are always checked.
   bool check_crc = true;
-  /// Threads inflating deflated tensor entries, each straight into its tensor (0: one per
-  /// core). Stored entries are read by the calling thread.
+  /// Threads reading tensor data (0: one per core): deflated entries are inflated on them in
+  /// parallel, each straight into its tensor, and a large stored entry is read in parts.
   std::size_t threads = 0;
   ArchiveLimits archive_limits;
   JsonLimits json_limits;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <unordered_map>
 
+#include "../parallel.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
@@ -24,7 +25,6 @@
 namespace zanj {
 namespace fs = std::filesystem;
 namespace {
-
 
 std::string zip_error_text(int code) {
   zip_error_t err;
@@ -223,7 +223,8 @@ struct ArchiveReader::Impl {
       }
       if (disk != 0) fail(e.name, "entry on another disk of a split archive");
       if (offset >= file_bytes) {
-        fail(e.name, "local header offset " + std::to_string(offset) + " is past the archive's end");
+        fail(e.name,
+             "local header offset " + std::to_string(offset) + " is past the archive's end");
       }
       local_offsets.push_back(offset);
       entries.push_back(std::move(e));
@@ -405,23 +406,20 @@ struct EntryReader::Impl {
   std::uint64_t data_at = 0;  // file offset of the entry's (compressed) data
   std::uint64_t done = 0;     // uncompressed bytes read so far
   bool check_crc = true;
-  std::uint32_t crc = 0;                          // stored entries: summed as read
-  std::unique_ptr<detail::Inflater> inflater;     // deflated entries
+  std::size_t threads = 1;                     // for large stored reads
+  std::uint32_t crc = 0;                       // stored entries: summed as read
+  std::unique_ptr<detail::Inflater> inflater;  // deflated entries
 
   [[noreturn]] void fail(const std::string& what) const { archive->fail(entry->name, what); }
 
   void read(void* dst, std::size_t n) {
     if (n > entry->size - done) {
-      fail("entry holds " + std::to_string(entry->size) + " bytes; asked for " +
-           std::to_string(n) + " more after " + std::to_string(done));
+      fail("entry holds " + std::to_string(entry->size) + " bytes; asked for " + std::to_string(n) +
+           " more after " + std::to_string(done));
     }
     auto* out = static_cast<char*>(dst);
     if (!inflater) {
-      for (std::size_t at = 0; at < n; at += kCrcSliceBytes) {
-        const std::size_t len = std::min(kCrcSliceBytes, n - at);
-        archive->pread_exact(data_at + done + at, out + at, len, entry->name);
-        if (check_crc) crc = crc32(crc, out + at, len);  // still in the cache
-      }
+      read_stored(out, n);
     } else {
       const std::size_t got = inflater->read(out, n);
       if (got != n) {
@@ -430,6 +428,40 @@ struct EntryReader::Impl {
       }
     }
     done += n;
+  }
+
+  // Reads the next `n` stored bytes, in parts on several threads when they are many; each
+  // part's CRC is summed slice by slice as it is read, and the parts' CRCs combined in order.
+  void read_stored(char* out, std::size_t n) {
+    const std::uint64_t at = data_at + done;
+    const std::size_t parts = detail::worker_count(threads, n / kParallelReadBytes);
+    if (parts <= 1) {
+      for (std::size_t from = 0; from < n; from += kCrcSliceBytes) {
+        const std::size_t len = std::min(kCrcSliceBytes, n - from);
+        archive->pread_exact(at + from, out + from, len, entry->name);
+        if (check_crc) crc = crc32(crc, out + from, len);  // still in the cache
+      }
+      return;
+    }
+    // Parts of whole CRC slices, the last one taking the rest.
+    const std::size_t part_bytes =
+        (n / parts + kCrcSliceBytes - 1) / kCrcSliceBytes * kCrcSliceBytes;
+    const std::size_t count = (n + part_bytes - 1) / part_bytes;
+    std::vector<std::uint32_t> crcs(count, 0);
+    detail::run_in_order(
+        count, count,
+        [&](std::size_t i) {
+          const std::size_t begin = i * part_bytes, end = std::min(n, begin + part_bytes);
+          for (std::size_t from = begin; from < end; from += kCrcSliceBytes) {
+            const std::size_t len = std::min(kCrcSliceBytes, end - from);
+            archive->pread_exact(at + from, out + from, len, entry->name);
+            if (check_crc) crcs[i] = crc32(crcs[i], out + from, len);  // still in the cache
+          }
+        },
+        [&](std::size_t i) {
+          const std::size_t begin = i * part_bytes, end = std::min(n, begin + part_bytes);
+          if (check_crc) crc = crc32_combine(crc, crcs[i], end - begin);
+        });
   }
 
   void finish() {
@@ -475,13 +507,15 @@ std::uint64_t EntryReader::remaining() const { return impl_->entry->size - impl_
 
 void EntryReader::finish() { impl_->finish(); }
 
-EntryReader ArchiveReader::open_entry(std::string_view entry_name, bool check_crc) const {
+EntryReader ArchiveReader::open_entry(std::string_view entry_name, bool check_crc,
+                                      std::size_t threads) const {
   const EntryInfo& e = impl_->checked(entry_name);
   auto r = std::make_unique<EntryReader::Impl>();
   r->archive = impl_.get();
   r->entry = &e;
   r->data_at = impl_->locate(impl_->position(e));
   r->check_crc = check_crc;
+  r->threads = threads;
   if (e.method == ZIP_CM_DEFLATE) {
     if (impl_->memory) {
       r->inflater = std::make_unique<detail::Inflater>(std::string_view(

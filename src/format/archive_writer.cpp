@@ -16,10 +16,10 @@
 #include <random>
 #include <unordered_set>
 
+#include "../parallel.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
-#include "../parallel.hpp"
 #include "deflate.hpp"
 #include "zip_format.hpp"
 
@@ -32,9 +32,12 @@ namespace {
 constexpr std::size_t kSliceBytes = kCrcSliceBytes;
 // Deflated entries are compressed in independent chunks of this size (a full flush between
 // them costs ~5 bytes and the 32 KiB of history each chunk starts without: <0.1% of size here),
-// up to kChunkWindow chunks at a time in memory.
+// into output buffers that are reused, at most two per compressing thread.
 constexpr std::uint64_t kChunkBytes = 2 << 20;
-constexpr std::uint64_t kChunkWindow = 32;
+constexpr std::size_t kBuffersPerThread = 2;
+// Writeback of written data is started every this many bytes (sync_file_range), so the disk
+// works while later entries are compressed and commit()'s fsync has little left to wait for.
+constexpr std::uint64_t kWritebackBytes = 8 << 20;
 constexpr std::uint16_t kFlagUtf8 = 0x0800;
 constexpr std::uint16_t kMadeByUnix = 3 << 8;
 constexpr std::uint32_t kRegularFile0644 = 0100644u << 16;
@@ -95,6 +98,10 @@ struct ArchiveWriter::Impl {
   std::uint16_t dos_time = 0, dos_date = 0;
   std::vector<Central> central;
   std::unordered_set<std::string> names;
+  std::vector<std::string> chunk_out;    // deflated chunks waiting to be written, reused
+  std::vector<std::uint32_t> chunk_crc;  // and the CRC-32 of each one's input
+  std::uint64_t writeback_from = 0;      // data before this offset has its writeback started
+  bool start_writeback = false;          // a real file (not the in-memory one)
 
   ~Impl() {
     if (fd >= 0) ::close(fd);
@@ -118,6 +125,12 @@ struct ArchiveWriter::Impl {
       p += w;
       n -= static_cast<std::size_t>(w);
       offset += static_cast<std::uint64_t>(w);
+    }
+    if (start_writeback && offset - writeback_from >= kWritebackBytes) {
+      // Advisory: an error here (a file system without it) leaves the work to fsync.
+      (void)::sync_file_range(fd, static_cast<off_t>(writeback_from),
+                              static_cast<off_t>(offset - writeback_from), SYNC_FILE_RANGE_WRITE);
+      writeback_from = offset;
     }
   }
 
@@ -154,7 +167,8 @@ struct ArchiveWriter::Impl {
       const std::string& entry, std::initializer_list<std::string_view> pieces) {
     std::uint64_t total = 0;
     for (auto p : pieces) total += p.size();
-    const std::uint64_t chunks = std::max<std::uint64_t>(1, (total + kChunkBytes - 1) / kChunkBytes);
+    const std::uint64_t chunks =
+        std::max<std::uint64_t>(1, (total + kChunkBytes - 1) / kChunkBytes);
     // The input of chunk c: the pieces' bytes [c * kChunkBytes, (c + 1) * kChunkBytes).
     auto chunk_input = [&](std::uint64_t c) {
       std::vector<std::string_view> in;
@@ -164,34 +178,43 @@ struct ArchiveWriter::Impl {
         const std::uint64_t p_end = at + p.size();
         if (p_end > begin && at < end) {
           const std::uint64_t from = std::max(begin, at), to = std::min(end, p_end);
-          in.push_back(p.substr(static_cast<std::size_t>(from - at),
-                                static_cast<std::size_t>(to - from)));
+          in.push_back(
+              p.substr(static_cast<std::size_t>(from - at), static_cast<std::size_t>(to - from)));
         }
         at = p_end;
       }
       return in;
     };
+    const std::size_t workers = detail::worker_count(threads, static_cast<std::size_t>(chunks));
+    const std::size_t buffers = workers * kBuffersPerThread;
+    if (chunk_out.size() < buffers) chunk_out.resize(buffers);
+    if (chunk_crc.size() < buffers) chunk_crc.resize(buffers);
     std::uint32_t crc = 0;
     std::uint64_t written = 0;
-    for (std::uint64_t first = 0; first < chunks; first += kChunkWindow) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kChunkWindow, chunks - first));
-      std::vector<std::string> out(n);
-      detail::run_in_order(
-          n, detail::worker_count(threads, n),
-          [&](std::size_t i) {
-            try {
-              detail::deflate_chunk(chunk_input(first + i), level, first + i + 1 == chunks, out[i]);
-            } catch (const std::exception& e) {
-              detail::throw_io_error(path, entry, e.what());
-            }
-          },
-          [&](std::size_t i) {
-            for (std::string_view p : chunk_input(first + i)) crc = crc32(crc, p.data(), p.size());
-            write_all(entry, out[i].data(), out[i].size());
-            written += out[i].size();
-            std::string().swap(out[i]);
-          });
-    }
+    detail::run_in_order(
+        static_cast<std::size_t>(chunks), workers,
+        [&](std::size_t i) {
+          std::string& out = chunk_out[i % buffers];
+          out.clear();  // keeps its capacity: no new pages to fault in per chunk
+          const std::vector<std::string_view> in = chunk_input(i);
+          try {
+            detail::deflate_chunk(in, level, i + 1 == chunks, out);
+          } catch (const std::exception& e) {
+            detail::throw_io_error(path, entry, e.what());
+          }
+          std::uint32_t c = 0;
+          for (std::string_view p : in) c = crc32(c, p.data(), p.size());
+          chunk_crc[i % buffers] = c;
+        },
+        [&](std::size_t i) {
+          const std::uint64_t begin = i * kChunkBytes;
+          crc = crc32_combine(crc, chunk_crc[i % buffers],
+                              std::min(total, begin + kChunkBytes) - begin);
+          const std::string& out = chunk_out[i % buffers];
+          write_all(entry, out.data(), out.size());
+          written += out.size();
+        },
+        buffers);
     return {crc, written};
   }
 };
@@ -241,6 +264,7 @@ ArchiveWriter::ArchiveWriter(std::string path, std::string* memory,
   // Held until the file is renamed into place: a clean-up (CheckpointManager) removes only
   // temporaries whose lock it can take, i.e. those whose writer died.
   (void)::flock(impl_->fd, LOCK_EX | LOCK_NB);
+  impl_->start_writeback = true;
 }
 
 ArchiveWriter::~ArchiveWriter() = default;
@@ -377,8 +401,8 @@ void ArchiveWriter::commit() {
     std::string bytes(static_cast<std::size_t>(w.offset), '\0');
     std::size_t done = 0;
     while (done < bytes.size()) {
-      const ssize_t r = ::pread(w.fd, bytes.data() + done, bytes.size() - done,
-                                static_cast<off_t>(done));
+      const ssize_t r =
+          ::pread(w.fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) w.fail("", "reading back the in-memory archive failed", r < 0 ? errno : EIO);
       done += static_cast<std::size_t>(r);

@@ -2,10 +2,12 @@
 // ZANJ JSON + external entries -> Node (the read direction of the tree concept).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
+#include "../parallel.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
@@ -13,7 +15,6 @@
 #include "configured_model/metadata.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
-#include "../parallel.hpp"
 
 namespace zanj {
 namespace {
@@ -384,7 +385,7 @@ class Reader {
                            const std::vector<ojson>& path) {
     constexpr std::size_t kFirstRead = 4096;  // our headers are 64-128 bytes
     const std::string& file = archive_.name();
-    EntryReader reader = archive_.open_entry(info.name, options_.check_crc);
+    EntryReader reader = archive_.open_entry(info.name, options_.check_crc, options_.threads);
     std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(kFirstRead, info.size)),
                      '\0');
     reader.read(head.data(), head.size());
@@ -436,9 +437,13 @@ class Reader {
   }
 
  public:
-  // Inflates the deferred deflated entries into their tensors, on options.threads threads;
-  // progress is reported in order from this thread as they finish.
+  // Inflates the deferred deflated entries into their tensors, on options.threads threads,
+  // the largest first (so that the threads finish together); progress is reported from this
+  // thread as they finish.
   void finish_pending() {
+    std::stable_sort(pending_.begin(), pending_.end(), [](const Pending& a, const Pending& b) {
+      return a.entry->compressed_size > b.entry->compressed_size;
+    });
     detail::run_in_order(
         pending_.size(), detail::worker_count(options_.threads, pending_.size()),
         [this](std::size_t i) {
