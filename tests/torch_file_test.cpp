@@ -69,13 +69,20 @@ TEST_F(PythonFiles, StateDictsOfFiveModuleKindsGiveBitIdenticalOutputs) {
 TEST_F(PythonFiles, EveryDtypeMatchesPythonsBytes) {
   const zanj::Node d = zanj::read_torch(file("dtypes.pt"));
   const std::string raw = zanj_test::read_bytes(file("dtypes.raw"));
-  const std::map<std::string, torch::ScalarType> expected = {
-      {"float32", torch::kFloat32}, {"float64", torch::kFloat64}, {"float16", torch::kHalf},
-      {"bfloat16", torch::kBFloat16}, {"int64", torch::kInt64}, {"int32", torch::kInt32},
-      {"int16", torch::kInt16}, {"int8", torch::kInt8}, {"uint8", torch::kUInt8},
-      {"bool", torch::kBool}, {"complex64", torch::kComplexFloat},
-      {"complex128", torch::kComplexDouble}, {"scalar", torch::kFloat32},
-      {"empty", torch::kFloat32}};
+  const std::map<std::string, torch::ScalarType> expected = {{"float32", torch::kFloat32},
+                                                             {"float64", torch::kFloat64},
+                                                             {"float16", torch::kHalf},
+                                                             {"bfloat16", torch::kBFloat16},
+                                                             {"int64", torch::kInt64},
+                                                             {"int32", torch::kInt32},
+                                                             {"int16", torch::kInt16},
+                                                             {"int8", torch::kInt8},
+                                                             {"uint8", torch::kUInt8},
+                                                             {"bool", torch::kBool},
+                                                             {"complex64", torch::kComplexFloat},
+                                                             {"complex128", torch::kComplexDouble},
+                                                             {"scalar", torch::kFloat32},
+                                                             {"empty", torch::kFloat32}};
   std::size_t at = 0, seen = 0;
   while (at < raw.size()) {
     const auto nl = raw.find('\n', at);
@@ -133,13 +140,12 @@ TEST_F(PythonFiles, NestedCheckpointComesBackAsATree) {
   zanj::LoadWeightsOptions options;
   options.subtree = "model";
   zanj::load_weights(*net, file("checkpoint.pt"), options);
-  EXPECT_TRUE(BitIdentical(net->named_parameters()["2.bias"],
-                           c.at("model").at("2.bias").tensor()));
+  EXPECT_TRUE(BitIdentical(net->named_parameters()["2.bias"], c.at("model").at("2.bias").tensor()));
   // Without a subtree, "model" is found as the state dict.
   torch::nn::Sequential again(torch::nn::Linear(4, 8), torch::nn::ReLU(), torch::nn::Linear(8, 2));
   zanj::load_weights(*again, file("checkpoint.pt"));
-  EXPECT_TRUE(BitIdentical(again->named_parameters()["0.weight"],
-                           net->named_parameters()["0.weight"]));
+  EXPECT_TRUE(
+      BitIdentical(again->named_parameters()["0.weight"], net->named_parameters()["0.weight"]));
 }
 
 TEST_F(PythonFiles, MappedReadEqualsCopiedRead) {
@@ -147,7 +153,8 @@ TEST_F(PythonFiles, MappedReadEqualsCopiedRead) {
   mapped.mmap = true;
   const zanj::Node a = zanj::read_torch(file("dtypes.pt"), mapped);
   const zanj::Node b = zanj::read_torch(file("dtypes.pt"));
-  for (const auto& [k, v] : b.as_dict()) EXPECT_TRUE(BitIdentical(a.at(k).tensor(), v.tensor())) << k;
+  for (const auto& [k, v] : b.as_dict())
+    EXPECT_TRUE(BitIdentical(a.at(k).tensor(), v.tensor())) << k;
 }
 
 TEST_F(PythonFiles, LegacyFormatIsNamedInTheError) {
@@ -203,14 +210,18 @@ TEST_F(PythonFiles, FilesWeWriteLoadInPythonWithWeightsOnly) {
                          "assert d['epoch'] == 7 and d['names'] == ['a', 'b']\n"
                          "torch.save(d, sys.argv[2])\n");
   std::string out;
-  ASSERT_EQ(zanj_test::run("/usr/bin/python3 " + script + " " + ours + " " + dir.file("py.pt") +
-                           " 2>&1", &out), 0) << out;
+  ASSERT_EQ(
+      zanj_test::run("/usr/bin/python3 " + script + " " + ours + " " + dir.file("py.pt") + " 2>&1",
+                     &out),
+      0)
+      << out;
   const zanj::Node back = zanj::read_torch(dir.file("py.pt"));
   for (const auto& [k, v] : sd.as_dict()) {
     EXPECT_TRUE(BitIdentical(back.at("state").at(k).tensor(), v.tensor())) << k;
   }
   EXPECT_EQ(back.at("epoch").scalar(), 7);
-  EXPECT_TRUE(back.at("state").at("view").tensor().is_alias_of(back.at("state").at("base").tensor()));
+  EXPECT_TRUE(
+      back.at("state").at("view").tensor().is_alias_of(back.at("state").at("base").tensor()));
 }
 
 // ---- hostile bytes, made here ----
@@ -228,8 +239,12 @@ std::string zip_with(const TempDir& dir, const std::string& pickle,
 
 // A pickle of one float tensor: storage '0' of `numel` floats, the view (offset, size, stride).
 std::string tensor_pickle(int numel, int offset, int size, int stride) {
-  std::string p = "\x80\x02""ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
-                  "ctorch\nFloatStorage\nX\x01\x00\x00\x00""0X\x03\x00\x00\x00""cpuK"s;
+  std::string p =
+      "\x80\x02"
+      "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
+      "ctorch\nFloatStorage\nX\x01\x00\x00\x00"
+      "0X\x03\x00\x00\x00"
+      "cpuK"s;
   p += static_cast<char>(numel);
   p += "tQK";
   p += static_cast<char>(offset);
@@ -237,7 +252,8 @@ std::string tensor_pickle(int numel, int offset, int size, int stride) {
   p += static_cast<char>(size);
   p += "\x85K";
   p += static_cast<char>(stride);
-  p += "\x85\x89""ccollections\nOrderedDict\n)RtR.";
+  p += "\x85\x89"
+       "ccollections\nOrderedDict\n)RtR.";
   return p;
 }
 
@@ -254,7 +270,8 @@ void expect_refused(const std::string& path, const std::string& fragment) {
 TEST(HostileTorchFiles, WellFormedHandMadePickleReads) {
   TempDir dir;
   const std::string floats(16, '\0');
-  const auto t = zanj::read_torch(zip_with(dir, tensor_pickle(4, 1, 3, 1), {{"0", floats}})).tensor();
+  const auto t =
+      zanj::read_torch(zip_with(dir, tensor_pickle(4, 1, 3, 1), {{"0", floats}})).tensor();
   EXPECT_EQ(t.sizes(), torch::IntArrayRef({3}));
   EXPECT_EQ(t.storage_offset(), 1);
 }
@@ -262,15 +279,19 @@ TEST(HostileTorchFiles, WellFormedHandMadePickleReads) {
 TEST(HostileTorchFiles, LiesAboutStoragesAreFormatErrors) {
   TempDir dir;
   // The pickle claims 8 floats; the entry holds 4.
-  expect_refused<zanj::FormatError>(zip_with(dir, tensor_pickle(8, 0, 4, 1), {{"0", std::string(16, 0)}}),
-                                    "storage size disagrees");
+  expect_refused<zanj::FormatError>(
+      zip_with(dir, tensor_pickle(8, 0, 4, 1), {{"0", std::string(16, 0)}}),
+      "storage size disagrees");
   // The view reaches past its storage.
-  expect_refused<zanj::FormatError>(zip_with(dir, tensor_pickle(4, 2, 3, 1), {{"0", std::string(16, 0)}}),
-                                    "reaches past its storage");
-  expect_refused<zanj::FormatError>(zip_with(dir, tensor_pickle(4, 0, 2, 4), {{"0", std::string(16, 0)}}),
-                                    "reaches past its storage");
+  expect_refused<zanj::FormatError>(
+      zip_with(dir, tensor_pickle(4, 2, 3, 1), {{"0", std::string(16, 0)}}),
+      "reaches past its storage");
+  expect_refused<zanj::FormatError>(
+      zip_with(dir, tensor_pickle(4, 0, 2, 4), {{"0", std::string(16, 0)}}),
+      "reaches past its storage");
   // The storage entry is missing.
-  expect_refused<zanj::FormatError>(zip_with(dir, tensor_pickle(4, 0, 4, 1)), "missing storage entry");
+  expect_refused<zanj::FormatError>(zip_with(dir, tensor_pickle(4, 0, 4, 1)),
+                                    "missing storage entry");
 }
 
 TEST(HostileTorchFiles, CorruptStorageBytesFailTheirCrcOnEveryPath) {
@@ -294,16 +315,27 @@ TEST(HostileTorchFiles, CorruptStorageBytesFailTheirCrcOnEveryPath) {
 
 TEST(HostileTorchFiles, MalformedPicklesAreFormatErrors) {
   TempDir dir;
-  expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02h\x05."), "memo index 5 was never stored");
+  expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02h\x05."),
+                                    "memo index 5 was never stored");
+  // Protocol 0's text PUT and GET: a stored index, one never stored, one that is no number.
+  expect_refused<zanj::FormatError>(zip_with(dir, "(lp0\ng5\n."), "memo index 5 was never stored");
+  expect_refused<zanj::FormatError>(zip_with(dir, "(lp7x\n."), "bad memo index '7x'");
+  expect_refused<zanj::FormatError>(zip_with(dir, "(lp0\ng\n."), "bad memo index ''");
   expect_refused<zanj::FormatError>(zip_with(dir, std::string("\x80\x02j\xff\xff\xff\x7f.", 8)),
                                     "was never stored");
   expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02]q\x00"s), "truncated");
-  expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02X\xff\xff\xff\x0f" "abc."), "truncated");
+  expect_refused<zanj::FormatError>(zip_with(dir,
+                                             "\x80\x02X\xff\xff\xff\x0f"
+                                             "abc."),
+                                    "truncated");
   expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02."), "STOP with 0 values");
   expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02N.junk"), "after STOP");
   expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02\xff."), "unsupported opcode 0xff");
   // A list that holds itself: refused when turned into a tree, not an endless recursion.
-  expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02]q\x00h\x00" "a."s), "nested deeper");
+  expect_refused<zanj::FormatError>(zip_with(dir,
+                                             "\x80\x02]q\x00h\x00"
+                                             "a."s),
+                                    "nested deeper");
   // 100,000 nested lists.
   std::string deep = "\x80\x02";
   for (int i = 0; i < 100000; ++i) deep += "]";
@@ -319,14 +351,23 @@ TEST(HostileTorchFiles, MalformedPicklesAreFormatErrors) {
 
 TEST(HostileTorchFiles, ObjectBuildingOpcodesAndUnlistedGlobalsAreUnsafe) {
   TempDir dir;
-  expect_refused<zanj::UnsafeContentError>(zip_with(dir, "\x80\x02" "cos\nsystem\n."), "'os.system'");
-  expect_refused<zanj::UnsafeContentError>(
-      zip_with(dir, "\x80\x02X\x08\x00\x00\x00" "builtinsX\x04\x00\x00\x00" "eval\x93."s),
-      "'builtins.eval'");
-  expect_refused<zanj::UnsafeContentError>(
-      zip_with(dir, "\x80\x02" "ccollections\nOrderedDict\n)\x81."), "arbitrary object");
+  expect_refused<zanj::UnsafeContentError>(zip_with(dir,
+                                                    "\x80\x02"
+                                                    "cos\nsystem\n."),
+                                           "'os.system'");
+  expect_refused<zanj::UnsafeContentError>(zip_with(dir,
+                                                    "\x80\x02X\x08\x00\x00\x00"
+                                                    "builtinsX\x04\x00\x00\x00"
+                                                    "eval\x93."s),
+                                           "'builtins.eval'");
+  expect_refused<zanj::UnsafeContentError>(zip_with(dir,
+                                                    "\x80\x02"
+                                                    "ccollections\nOrderedDict\n)\x81."),
+                                           "arbitrary object");
   // An allowed global that is not callable with REDUCE.
-  expect_refused<zanj::FormatError>(zip_with(dir, "\x80\x02" "ctorch\nFloatStorage\n)R."),
+  expect_refused<zanj::FormatError>(zip_with(dir,
+                                             "\x80\x02"
+                                             "ctorch\nFloatStorage\n)R."),
                                     "cannot be called");
 }
 

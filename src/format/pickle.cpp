@@ -168,6 +168,15 @@ class Unpickler {
     return s;
   }
 
+  // The decimal memo index of a text PUT or GET.
+  std::uint64_t memo_index_line() {
+    const std::string s = line();
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0') fail("bad memo index '" + s + "'");
+    return v;
+  }
+
   void push(PyRef v) {
     if (stack_.size() >= limits_.max_stack) fail("stack limit reached");
     stack_.push_back(std::move(v));
@@ -549,37 +558,27 @@ class Unpickler {
         set_items(top(), std::move(kv));
         break;
       }
-      case 'q':
+      case 'q':  // BINPUT
         memo_put(uint_le(1));
-        break;  // BINPUT
-      case 'r':
+        break;
+      case 'r':  // LONG_BINPUT
         memo_put(uint_le(4));
-        break;  // LONG_BINPUT
-      case 0x94:
+        break;
+      case 0x94:  // MEMOIZE
         memo_put(memo_.size());
-        break;     // MEMOIZE
-      case 'p': {  // PUT (text)
-        const std::string s = line();
-        char* end = nullptr;
-        const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-        if (s.empty() || *end != '\0') fail("bad memo index '" + s + "'");
-        memo_put(v);
         break;
-      }
-      case 'h':
+      case 'p':  // PUT (text)
+        memo_put(memo_index_line());
+        break;
+      case 'h':  // BINGET
         memo_get(uint_le(1));
-        break;  // BINGET
-      case 'j':
-        memo_get(uint_le(4));
-        break;     // LONG_BINGET
-      case 'g': {  // GET (text)
-        const std::string s = line();
-        char* end = nullptr;
-        const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-        if (s.empty() || *end != '\0') fail("bad memo index '" + s + "'");
-        memo_get(v);
         break;
-      }
+      case 'j':  // LONG_BINGET
+        memo_get(uint_le(4));
+        break;
+      case 'g':  // GET (text)
+        memo_get(memo_index_line());
+        break;
       case 'c': {  // GLOBAL "module\nname\n"
         const std::string module = line();
         const std::string name = line();
