@@ -26,7 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (numel > (1 << 20)) throw zanj::FormatError("fuzz: storage too large");
       return at::zeros({numel}, at::TensorOptions().dtype(dtype));
     };
-    const auto value = zanj::detail::unpickle(bytes, "fuzz.pkl", "data.pkl", storage, pickle_limits);
+    const auto value =
+        zanj::detail::unpickle(bytes, "fuzz.pkl", "data.pkl", storage, pickle_limits);
     (void)zanj::detail::to_node(value, "fuzz.pkl", pickle_limits);
   } catch (const zanj::Error&) {
   }

@@ -25,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         auto r = archive.open_entry(e.name, true);
         std::vector<char> piece(997);
         while (r.remaining() > 0) {
-          const auto n = static_cast<std::size_t>(
-              std::min<std::uint64_t>(r.remaining(), piece.size()));
+          const auto n =
+              static_cast<std::size_t>(std::min<std::uint64_t>(r.remaining(), piece.size()));
           r.read(piece.data(), n);
         }
         r.finish();

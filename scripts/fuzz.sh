@@ -17,41 +17,9 @@ CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_T
   -DCONFIGURED_MODEL_BUILD_TOOLS=OFF -DCONFIGURED_MODEL_INSTALL=OFF >/dev/null
 cmake --build "$build" --target npy_fuzz tree_fuzz file_fuzz zip_fuzz torch_fuzz safetensors_fuzz dist_index_fuzz
 
-# Seed corpora from the committed test data.
+# Seed corpora from the committed test data and Python-written fixtures.
 seeds="$build/seeds"
-rm -rf "$seeds" && mkdir -p "$seeds/npy_fuzz" "$seeds/tree_fuzz" "$seeds/file_fuzz" "$seeds/zip_fuzz"
-cp "$root"/tests/data/npy/*.npy "$seeds/npy_fuzz/"
-for f in "$root"/tests/data/python/*.zanj "$root"/tests/data/cpp/*.zanj; do
-  cp "$f" "$seeds/file_fuzz/"
-  /usr/bin/python3 - "$f" "$seeds/tree_fuzz/$(basename "$f").json" "$seeds/npy_fuzz" <<'PY'
-import sys, zipfile, os
-with zipfile.ZipFile(sys.argv[1]) as z:
-    open(sys.argv[2], "wb").write(z.read("__zanj__.json"))
-    for n in z.namelist():
-        if n.endswith(".npy"):
-            open(os.path.join(sys.argv[3], os.path.basename(sys.argv[1]) + "_" + n.replace("/", "_")), "wb").write(z.read(n))
-PY
-done
-cp "$root"/tests/data/hostile/* "$seeds/file_fuzz/" 2>/dev/null || true
-# The container fuzzer starts from every archive: Python's are deflated (zlib), ours stored and
-# deflated (ISA-L).
-cp "$seeds"/file_fuzz/* "$seeds/zip_fuzz/"
-# Foreign formats: files written by Debian's python3-torch and by the safetensors fixture
-# writer; the unpickler also gets each bare data.pkl.
-mkdir -p "$seeds/torch_fuzz" "$seeds/safetensors_fuzz" "$build/fixtures"
-/usr/bin/python3 "$root/scripts/make_torch_fixtures.py" "$build/fixtures/torch"
-/usr/bin/python3 "$root/scripts/make_safetensors_fixtures.py" "$build/fixtures/st"
-for f in "$build"/fixtures/torch/*.pt; do
-  cp "$f" "$seeds/torch_fuzz/"
-  /usr/bin/python3 -c 'import sys, zipfile
-z = zipfile.ZipFile(sys.argv[1])
-open(sys.argv[2], "wb").write(z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0]))' \
-    "$f" "$seeds/torch_fuzz/$(basename "$f").pkl" 2>/dev/null || true
-done
-cp "$build"/fixtures/st/*.safetensors "$build"/fixtures/st/sharded/*.safetensors "$seeds/safetensors_fuzz/"
-# The distributed index: one a real 3-rank save of examples/ddp wrote.
-mkdir -p "$seeds/dist_index_fuzz"
-cp "$root"/tests/data/distributed/*.json "$seeds/dist_index_fuzz/"
+"$root/scripts/fuzz_seeds.sh" "$seeds"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"

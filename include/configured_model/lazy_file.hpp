@@ -27,8 +27,9 @@ struct TensorInfo {
 
 /// A `.zanj` file opened without reading its tensors: only the zip's central directory and the
 /// two JSON entries are read, and they are only indexed (simdjson), not built into documents,
-/// so that opening a checkpoint of 10,000 tensors takes milliseconds. Tensors are listed with shape, dtype and size, and read one at a
-/// time by key, reading only that entry's bytes (or mapping them, with ReadOptions::mmap).
+/// so that opening a checkpoint of 10,000 tensors takes milliseconds. Tensors are listed with
+/// shape, dtype and size, and read one at a time by key, reading only that entry's bytes (or
+/// mapping them, with ReadOptions::mmap).
 ///
 /// \code
 ///   auto file = zanj::LazyFile::open("big.zanj");
@@ -78,7 +79,7 @@ class LazyFile {
   std::vector<TensorInfo> tensors_;
   std::vector<nlohmann::ordered_json::json_pointer> pointers_;  // parallel to tensors_ (full)
   std::vector<Item> items_;                                     // parallel to tensors_ (fast)
-  std::unordered_map<std::string, bool> listed_;  // externals_info's entries (fast path)
+  std::unordered_map<std::string, bool> listed_;        // externals_info's entries (fast path)
   std::unordered_map<std::string, std::size_t> index_;  // key -> position
 };
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -90,9 +91,19 @@ class Node {
   void set_keep_inline(bool keep) { keep_inline_ = keep; }
   bool keep_inline() const { return keep_inline_; }
 
+  /// Equal trees: the same kinds in the same places, dict keys in the same order, equal JSON
+  /// scalars, and tensors of the same dtype, shape and bytes (bit-exact, so NaN payloads and -0.0
+  /// count). The keep_inline() marks are not compared.
+  friend bool operator==(const Node& a, const Node& b);
+  friend bool operator!=(const Node& a, const Node& b) { return !(a == b); }
+
  private:
   std::variant<nlohmann::ordered_json, at::Tensor, List, Dict> value_;
   bool keep_inline_ = false;
 };
+
+/// Where two trees first differ, as a `/`-separated path with what differs ("/optimizer/lr:
+/// 0.1 vs 0.2"), or nullopt when `a == b`. For tests and tools that report the difference.
+std::optional<std::string> first_difference(const Node& a, const Node& b);
 
 }  // namespace zanj

@@ -25,8 +25,8 @@ struct SafetensorsTensor {
   std::string key;
   c10::ScalarType dtype = c10::ScalarType::Float;
   std::vector<std::int64_t> shape;
-  std::string file;            ///< the file holding it (a shard, for an index)
-  std::uint64_t offset = 0;    ///< where its bytes start in that file
+  std::string file;          ///< the file holding it (a shard, for an index)
+  std::uint64_t offset = 0;  ///< where its bytes start in that file
   std::uint64_t bytes = 0;
 };
 

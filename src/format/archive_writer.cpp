@@ -17,6 +17,7 @@
 #include <unordered_set>
 
 #include "../parallel.hpp"
+#include "../save_stages.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
@@ -265,6 +266,7 @@ ArchiveWriter::ArchiveWriter(std::string path, std::string* memory,
   // temporaries whose lock it can take, i.e. those whose writer died.
   (void)::flock(impl_->fd, LOCK_EX | LOCK_NB);
   impl_->start_writeback = true;
+  detail::report_save_stage(detail::SaveStage::kTemporaryCreated, path_);
 }
 
 ArchiveWriter::~ArchiveWriter() = default;
@@ -413,16 +415,20 @@ void ArchiveWriter::commit() {
     w.fd = -1;
     return;
   }
+  detail::report_save_stage(detail::SaveStage::kDataWritten, path_);
   if (::fsync(w.fd) != 0) w.fail("", "fsync of " + w.tmp_path + " failed", errno);
+  detail::report_save_stage(detail::SaveStage::kTemporarySynced, path_);
   // Renamed while still open (and locked), so that no clean-up can take it in between.
   if (::rename(w.tmp_path.c_str(), path_.c_str()) != 0) {
     w.fail("", "cannot rename " + w.tmp_path + " into place", errno);
   }
   w.committed = true;
+  detail::report_save_stage(detail::SaveStage::kRenamed, path_);
   const int fd = w.fd;
   w.fd = -1;
   if (::close(fd) != 0) w.fail("", "close of " + path_ + " failed", errno);
   fsync_directory(fs::absolute(path_).parent_path().string(), path_);
+  detail::report_save_stage(detail::SaveStage::kDirectorySynced, path_);
 }
 
 }  // namespace zanj

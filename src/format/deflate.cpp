@@ -179,7 +179,7 @@ void deflate_chunk(const std::vector<std::string_view>& pieces, int level, bool 
     }
   }
   if (steps.empty()) {
-    if (!last) return;        // nothing to add to the stream
+    if (!last) return;          // nothing to add to the stream
     steps.emplace_back("", 0);  // an empty final block
   }
   for (std::size_t i = 0; i < steps.size(); ++i) {
@@ -198,11 +198,11 @@ void deflate_chunk(const std::vector<std::string_view>& pieces, int level, bool 
       const std::uint32_t before = z.avail_out;
       const int rc = isal_deflate(&z);
       out.resize(old + (before - z.avail_out));
-      if (rc != COMP_OK) throw std::runtime_error("ISA-L deflate failed (" + std::to_string(rc) + ")");
+      if (rc != COMP_OK)
+        throw std::runtime_error("ISA-L deflate failed (" + std::to_string(rc) + ")");
       if (z.avail_in > 0) continue;
       if (!final_step) break;
-      if (last ? z.internal_state.state == ZSTATE_END
-               : z.internal_state.state == ZSTATE_NEW_HDR) {
+      if (last ? z.internal_state.state == ZSTATE_END : z.internal_state.state == ZSTATE_NEW_HDR) {
         break;
       }
     }

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <random>
 
+#include "../save_stages.hpp"
 #include "configured_model/errors.hpp"
 
 namespace fs = std::filesystem;
@@ -39,6 +40,7 @@ DurableFile::DurableFile(std::string path) : path_(std::move(path)) {
   }
   // Held until renamed: clean-ups remove only temporaries whose lock they can take.
   (void)::flock(fd_, LOCK_EX | LOCK_NB);
+  report_save_stage(SaveStage::kTemporaryCreated, path_);
 }
 
 DurableFile::~DurableFile() {
@@ -61,13 +63,16 @@ void DurableFile::write(std::string_view bytes) {
 }
 
 void DurableFile::commit() {
+  report_save_stage(SaveStage::kDataWritten, path_);
   if (::fsync(fd_) != 0)
     throw_io_error(path_, "", "fsync failed: " + std::string(std::strerror(errno)));
+  report_save_stage(SaveStage::kTemporarySynced, path_);
   // Renamed while still open (and locked), so no clean-up can take it for an orphan.
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     throw_io_error(path_, "", "cannot rename " + tmp_ + " into place: " + std::strerror(errno));
   }
   committed_ = true;
+  report_save_stage(SaveStage::kRenamed, path_);
   ::close(fd_);
   fd_ = -1;
   const std::string dir = fs::absolute(path_).parent_path().string();
@@ -76,6 +81,7 @@ void DurableFile::commit() {
     (void)::fsync(d);
     ::close(d);
   }
+  report_save_stage(SaveStage::kDirectorySynced, path_);
 }
 
 }  // namespace zanj::detail

@@ -47,9 +47,9 @@ std::string archive_prefix(const ArchiveReader& archive) {
       continue;
     }
     if (!prefix.empty()) {
-      detail::throw_format_error(archive.name(), e.name,
-                                 "a second data.pkl (expected one, found also " + prefix +
-                                     "data.pkl)");
+      detail::throw_format_error(
+          archive.name(), e.name,
+          "a second data.pkl (expected one, found also " + prefix + "data.pkl)");
     }
     prefix = e.name.substr(0, slash + 1);
   }
@@ -95,16 +95,17 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
                                      std::int64_t numel) -> at::Tensor {
       const std::string name = prefix + "data/" + key;
       if (!valid_key(key)) {
-        detail::throw_format_error(file, pickle_entry, "storage key '" + key + "' is not a plain name");
+        detail::throw_format_error(file, pickle_entry,
+                                   "storage key '" + key + "' is not a plain name");
       }
       const EntryInfo* info = archive.find(name);
       if (!info) detail::throw_format_error(file, name, "missing storage entry");
       const auto item = static_cast<std::uint64_t>(c10::elementSize(dtype));
       if (info->size % item != 0 || info->size / item != static_cast<std::uint64_t>(numel)) {
-        detail::throw_format_error(
-            file, name,
-            "storage size disagrees with its entry (expected " + std::to_string(numel) + " x " +
-                std::to_string(item) + " bytes, found " + std::to_string(info->size) + ")");
+        detail::throw_format_error(file, name,
+                                   "storage size disagrees with its entry (expected " +
+                                       std::to_string(numel) + " x " + std::to_string(item) +
+                                       " bytes, found " + std::to_string(info->size) + ")");
       }
       const auto opts = at::TensorOptions().dtype(dtype);
       if ((options.mmap || map_to_copy) && info->method == 0 && numel > 0) {
@@ -118,8 +119,8 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
             detail::throw_format_error(file, name, "CRC-32 mismatch (the data is corrupt)");
           }
           ArchiveMapping keep = mapping;
-          return at::from_blob(mapping.get() + at, {numel}, [keep](void*) mutable { keep.reset(); },
-                               opts);
+          return at::from_blob(
+              mapping.get() + at, {numel}, [keep](void*) mutable { keep.reset(); }, opts);
         }
       }
       at::Tensor t = at::empty({numel}, opts);
@@ -131,8 +132,8 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
         for (std::int64_t i = 0; i < numel; ++i) {
           if (b[i] > 1) {
             detail::throw_format_error(file, name,
-                                       "bool storage holds byte " + std::to_string(b[i]) +
-                                           " at " + std::to_string(i) + " (expected 0 or 1)");
+                                       "bool storage holds byte " + std::to_string(b[i]) + " at " +
+                                           std::to_string(i) + " (expected 0 or 1)");
           }
         }
       }

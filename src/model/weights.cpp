@@ -19,7 +19,8 @@ namespace zanj {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string lower_extension(const std::string& path) {
@@ -35,16 +36,17 @@ void flatten(const Node& n, const std::string& path, bool skip_values, StateDict
   if (n.is_tensor()) {
     out.emplace_back(path, n.tensor());
   } else if (n.is_dict()) {
-    for (const auto& [k, v] : n.as_dict()) flatten(v, path.empty() ? k : path + "." + k, skip_values, out);
+    for (const auto& [k, v] : n.as_dict())
+      flatten(v, path.empty() ? k : path + "." + k, skip_values, out);
   } else if (n.is_list()) {
     for (std::size_t i = 0; i < n.size(); ++i) {
       flatten(n.as_list()[i], path.empty() ? std::to_string(i) : path + "." + std::to_string(i),
               skip_values, out);
     }
   } else if (!skip_values) {
-    throw FormatError(detail::message("", path.empty() ? "(root)" : path,
-                                      "holds " + n.to_json().dump() +
-                                          ", which a tensors-only format cannot store"));
+    throw FormatError(detail::message(
+        "", path.empty() ? "(root)" : path,
+        "holds " + n.to_json().dump() + ", which a tensors-only format cannot store"));
   }
 }
 
@@ -64,7 +66,8 @@ const Node& find_state_dict(const Node& root, const std::string& subtree, const 
     std::size_t start = 0;
     while (start <= subtree.size()) {
       const auto slash = subtree.find('/', start);
-      const std::string part = subtree.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+      const std::string part =
+          subtree.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
       const Node* next = at->is_dict() ? at->find(part) : nullptr;
       if (!next) detail::throw_format_error(file, subtree, "no such subtree (at '" + part + "')");
       at = next;
@@ -82,16 +85,21 @@ const Node& find_state_dict(const Node& root, const std::string& subtree, const 
   if (root.is_dict()) {
     for (const auto& [k, v] : root.as_dict()) keys += (keys.empty() ? "" : ", ") + k;
   }
-  detail::throw_format_error(file, "", "no state dict found (the root holds [" + keys +
-                                           "]; name it with LoadWeightsOptions::subtree)");
+  detail::throw_format_error(file, "",
+                             "no state dict found (the root holds [" + keys +
+                                 "]; name it with LoadWeightsOptions::subtree)");
 }
 
 std::string format_name(WeightsFormat format) {
   switch (format) {
-    case WeightsFormat::kZanj: return "zanj";
-    case WeightsFormat::kTorch: return "pt";
-    case WeightsFormat::kLibtorch: return "libtorch-pt";
-    case WeightsFormat::kSafetensors: return "safetensors";
+    case WeightsFormat::kZanj:
+      return "zanj";
+    case WeightsFormat::kTorch:
+      return "pt";
+    case WeightsFormat::kLibtorch:
+      return "libtorch-pt";
+    case WeightsFormat::kSafetensors:
+      return "safetensors";
   }
   return "?";
 }
@@ -135,16 +143,20 @@ WeightsFormat detect_format(const std::string& path) {
     }
     detail::throw_format_error(path, "", "a zip, but neither a .zanj nor a torch.save archive");
   }
-  if (got >= 2 && head[0] == 0x80 && head[1] == 0x02) return WeightsFormat::kTorch;  // legacy: read_torch says so
+  if (got >= 2 && head[0] == 0x80 && head[1] == 0x02)
+    return WeightsFormat::kTorch;  // legacy: read_torch says so
   if (got == 9 && head[8] == '{') return WeightsFormat::kSafetensors;
   detail::throw_format_error(path, "", "not a .zanj, torch.save, libtorch or safetensors file");
 }
 
 Node read_weights(const std::string& path, const ReadOptions& options) {
   switch (detect_format(path)) {
-    case WeightsFormat::kZanj: return read(path, options);
-    case WeightsFormat::kTorch: return read_torch(path, options);
-    case WeightsFormat::kSafetensors: return SafetensorsFile::open(path).read_all(options.mmap);
+    case WeightsFormat::kZanj:
+      return read(path, options);
+    case WeightsFormat::kTorch:
+      return read_torch(path, options);
+    case WeightsFormat::kSafetensors:
+      return SafetensorsFile::open(path).read_all(options.mmap);
     case WeightsFormat::kLibtorch: {
       Node::Dict out;
       for (auto& [k, t] : read_libtorch(path)) out.emplace_back(k, t);
@@ -163,12 +175,19 @@ StateDict flatten_tensors(const Node& root, bool skip_values) {
 void save_weights(const Node& root, const std::string& path, WeightsFormat format,
                   const SaveOptions& options) {
   switch (format) {
-    case WeightsFormat::kZanj: save(root, path, options); return;
-    case WeightsFormat::kTorch: save_torch(root, path); return;
-    case WeightsFormat::kLibtorch: save_libtorch(flatten_tensors(root), path); return;
+    case WeightsFormat::kZanj:
+      save(root, path, options);
+      return;
+    case WeightsFormat::kTorch:
+      save_torch(root, path);
+      return;
+    case WeightsFormat::kLibtorch:
+      save_libtorch(flatten_tensors(root), path);
+      return;
     case WeightsFormat::kSafetensors: {
       if (ends_with(path, ".index.json")) {
-        throw UsageError(path + ": writing sharded safetensors is not supported; write one .safetensors file");
+        throw UsageError(
+            path + ": writing sharded safetensors is not supported; write one .safetensors file");
       }
       save_safetensors(flatten_tensors(root), path);
       return;
@@ -177,16 +196,16 @@ void save_weights(const Node& root, const std::string& path, WeightsFormat forma
 }
 
 KeyMap& KeyMap::strip_prefix(std::string prefix) {
-  rules_.push_back([prefix = std::move(prefix)](const std::string& k) -> std::optional<std::string> {
-    return k.compare(0, prefix.size(), prefix) == 0 ? k.substr(prefix.size()) : k;
-  });
+  rules_.push_back(
+      [prefix = std::move(prefix)](const std::string& k) -> std::optional<std::string> {
+        return k.compare(0, prefix.size(), prefix) == 0 ? k.substr(prefix.size()) : k;
+      });
   return *this;
 }
 
 KeyMap& KeyMap::add_prefix(std::string prefix) {
-  rules_.push_back([prefix = std::move(prefix)](const std::string& k) -> std::optional<std::string> {
-    return prefix + k;
-  });
+  rules_.push_back([prefix = std::move(prefix)](
+                       const std::string& k) -> std::optional<std::string> { return prefix + k; });
   return *this;
 }
 
@@ -224,12 +243,19 @@ void load_weights(torch::nn::Module& module, const std::string& path,
   // checked) rather than read into memory that would be copied again.
   Node root;
   switch (detect_format(path)) {
-    case WeightsFormat::kTorch: root = detail::read_torch(path, options.read, /*map_to_copy=*/true); break;
-    case WeightsFormat::kSafetensors: root = SafetensorsFile::open(path).read_all(/*mmap=*/true); break;
-    default: root = read_weights(path, options.read); break;
+    case WeightsFormat::kTorch:
+      root = detail::read_torch(path, options.read, /*map_to_copy=*/true);
+      break;
+    case WeightsFormat::kSafetensors:
+      root = SafetensorsFile::open(path).read_all(/*mmap=*/true);
+      break;
+    default:
+      root = read_weights(path, options.read);
+      break;
   }
   const Node& stored = find_state_dict(root, options.subtree, path);
-  if (!stored.is_dict()) detail::throw_format_error(path, options.subtree, "is not a dict of tensors");
+  if (!stored.is_dict())
+    detail::throw_format_error(path, options.subtree, "is not a dict of tensors");
   Node::Dict renamed;
   std::unordered_map<std::string, std::string> source_of;
   for (const auto& [key, value] : stored.as_dict()) {
@@ -237,8 +263,9 @@ void load_weights(torch::nn::Module& module, const std::string& path,
     if (!name) continue;
     const auto [it, fresh] = source_of.emplace(*name, key);
     if (!fresh) {
-      detail::throw_format_error(path, key, "renamed to '" + *name + "', as '" + it->second +
-                                                "' was: two tensors for one name");
+      detail::throw_format_error(
+          path, key,
+          "renamed to '" + *name + "', as '" + it->second + "' was: two tensors for one name");
     }
     renamed.emplace_back(*name, value);
   }

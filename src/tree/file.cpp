@@ -2,10 +2,10 @@
 // Tree <-> archive: the top of the save and read pipelines.
 #include "configured_model/file.hpp"
 
+#include <c10/util/Exception.h>
+
 #include <istream>
 #include <ostream>
-
-#include <c10/util/Exception.h>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
@@ -109,8 +109,9 @@ std::string read_stream(std::istream& in, const ArchiveLimits& limits) {
   while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
     bytes.append(buffer, static_cast<std::size_t>(in.gcount()));
     if (bytes.size() > limits.max_entry_bytes) {
-      throw_format_error("<stream>", "", "longer than the limit of " +
-                                             std::to_string(limits.max_entry_bytes) + " bytes");
+      throw_format_error(
+          "<stream>", "",
+          "longer than the limit of " + std::to_string(limits.max_entry_bytes) + " bytes");
     }
   }
   if (in.bad()) throw_io_error("<stream>", "", "reading the stream failed");

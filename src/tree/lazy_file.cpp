@@ -135,7 +135,8 @@ bool LazyFile::open_indexed() {
             o["__format__"].get(tag) != simdjson::SUCCESS) {
           tag = {};
         }
-        const bool tensor = tag.rfind("torch.Tensor:", 0) == 0 || tag.rfind("numpy.ndarray:", 0) == 0;
+        const bool tensor =
+            tag.rfind("torch.Tensor:", 0) == 0 || tag.rfind("numpy.ndarray:", 0) == 0;
         if (!tensor) {
           const std::string prefix = key.empty() ? key : key + "/";
           for (auto field : o) walk(field.value, prefix + std::string(field.key));
@@ -168,7 +169,8 @@ bool LazyFile::open_indexed() {
         info.entry = std::string(ref);
         if (!archive_.contains(info.entry)) {
           detail::throw_format_error(
-              file, key, "'$ref' names entry " + info.entry + ", which the archive does not contain");
+              file, key,
+              "'$ref' names entry " + info.entry + ", which the archive does not contain");
         }
         info.bytes = data_bytes(info, file);
         if (!index_.emplace(info.key, tensors_.size()).second) {

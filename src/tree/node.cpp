@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/node.hpp"
 
+#include <c10/core/ScalarType.h>
+
+#include <cstring>
+
 #include "configured_model/errors.hpp"
 
 namespace zanj {
@@ -193,6 +197,75 @@ bool Node::contains_tensor() const {
     }
   }
   return false;
+}
+
+namespace {
+
+std::string describe(const Node& n) {
+  if (n.is_tensor()) {
+    const at::Tensor& t = n.tensor();
+    std::string shape;
+    for (const auto d : t.sizes()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    return std::string(c10::toString(t.scalar_type())) + " [" + shape + "]";
+  }
+  if (n.is_scalar()) return n.scalar().dump();
+  return kind_name(n);
+}
+
+bool same_tensor(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const at::Tensor ca = a.contiguous().cpu();
+  const at::Tensor cb = b.contiguous().cpu();
+  const std::size_t n = static_cast<std::size_t>(ca.numel()) * ca.element_size();
+  return n == 0 || std::memcmp(ca.data_ptr(), cb.data_ptr(), n) == 0;
+}
+
+std::optional<std::string> difference(const Node& a, const Node& b, const std::string& path) {
+  const auto here = [&](const std::string& what) {
+    return std::optional<std::string>((path.empty() ? "/" : path) + ": " + what);
+  };
+  if (a.is_dict() && b.is_dict()) {
+    const Node::Dict& da = a.as_dict();
+    const Node::Dict& db = b.as_dict();
+    for (std::size_t i = 0; i < da.size() && i < db.size(); ++i) {
+      if (da[i].first != db[i].first)
+        return here("key \"" + da[i].first + "\" vs \"" + db[i].first + "\"");
+      if (auto d = difference(da[i].second, db[i].second, path + "/" + da[i].first)) return d;
+    }
+    if (da.size() != db.size()) {
+      return here(std::to_string(da.size()) + " keys vs " + std::to_string(db.size()));
+    }
+    return std::nullopt;
+  }
+  if (a.is_list() && b.is_list()) {
+    const Node::List& la = a.as_list();
+    const Node::List& lb = b.as_list();
+    for (std::size_t i = 0; i < la.size() && i < lb.size(); ++i) {
+      if (auto d = difference(la[i], lb[i], path + "/" + std::to_string(i))) return d;
+    }
+    if (la.size() != lb.size()) {
+      return here(std::to_string(la.size()) + " items vs " + std::to_string(lb.size()));
+    }
+    return std::nullopt;
+  }
+  if (a.is_tensor() && b.is_tensor()) {
+    if (same_tensor(a.tensor(), b.tensor())) return std::nullopt;
+    const std::string da = describe(a), db = describe(b);
+    return here(da == db ? da + ", bytes differ" : da + " vs " + db);
+  }
+  // Compared as text: 1 and 1.0 differ, as they would in the file.
+  if (a.is_scalar() && b.is_scalar() && a.scalar().dump() == b.scalar().dump()) {
+    return std::nullopt;
+  }
+  return here(describe(a) + " vs " + describe(b));
+}
+
+}  // namespace
+
+bool operator==(const Node& a, const Node& b) { return !difference(a, b, ""); }
+
+std::optional<std::string> first_difference(const Node& a, const Node& b) {
+  return difference(a, b, "");
 }
 
 }  // namespace zanj

@@ -3,12 +3,12 @@
 
 #include <set>
 
+#include "../parallel.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/metadata.hpp"
-#include "../parallel.hpp"
 
 namespace zanj {
 namespace {
@@ -78,8 +78,8 @@ VerifyReport verify(const std::string& path, const ReadOptions& options) {
           std::vector<char> scratch(static_cast<std::size_t>(
               std::min<std::uint64_t>(r.remaining(), std::uint64_t{1} << 20)));
           while (r.remaining() > 0) {
-            const auto n = static_cast<std::size_t>(
-                std::min<std::uint64_t>(r.remaining(), scratch.size()));
+            const auto n =
+                static_cast<std::size_t>(std::min<std::uint64_t>(r.remaining(), scratch.size()));
             r.read(scratch.data(), n);
           }
           r.finish();

@@ -1,5 +1,5 @@
-# Installs the built project into a temporary prefix, then builds and runs two consumers
-# against it with find_package: tests/cmake_import and examples/mlp (stand-alone).
+# Installs the built project into a temporary prefix, then builds and runs a consumer against it
+# with find_package (tests/cmake_import), and checks its file with the installed zanj tool.
 file(REMOVE_RECURSE "${WORK}")
 function(step)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -9,17 +9,11 @@ function(step)
   message(STATUS "${out}")
 endfunction()
 step("${CMAKE_COMMAND}" --install "${BUILD}" --prefix "${WORK}/prefix")
-foreach(consumer cmake_import mlp)
-  if(consumer STREQUAL "mlp")
-    set(src "${SOURCE}/examples/mlp")
-  else()
-    set(src "${SOURCE}/tests/cmake_import")
-  endif()
-  step("${CMAKE_COMMAND}" -S "${src}" -B "${WORK}/${consumer}" -G Ninja
-       -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK}/prefix"
-       -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
-  step("${CMAKE_COMMAND}" --build "${WORK}/${consumer}")
-endforeach()
-step("${WORK}/cmake_import/consumer" "${WORK}/tiny.zanj")
-step("${WORK}/mlp/mlp_example" --out "${WORK}/mlp.zanj" --steps 5)
-step("${WORK}/prefix/bin/zanj" verify "${WORK}/mlp.zanj")
+step("${CMAKE_COMMAND}" -S "${SOURCE}/tests/cmake_import" -B "${WORK}/consumer" -G Ninja
+     -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK}/prefix"
+     -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
+step("${CMAKE_COMMAND}" --build "${WORK}/consumer")
+step("${WORK}/consumer/consumer" "${WORK}/tiny.zanj")
+if(EXISTS "${WORK}/prefix/bin/zanj")
+  step("${WORK}/prefix/bin/zanj" verify "${WORK}/tiny.zanj")
+endif()

@@ -4,7 +4,7 @@
 // Python; hostile pickles refused without running anything.
 #include <configured_model/configured_model.hpp>
 
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <configured_model/errors.hpp>
 #include <configured_model/json_text.hpp>
 
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -69,12 +69,8 @@ TEST(JsonTextTest, RoundTripsNonFiniteValues) {
 }
 
 TEST(JsonTextTest, ErrorsNameFileAndEntry) {
-  try {
-    zanj::parse_json("{\"a\": [1, 2", "run.zanj", "__zanj__.json");
-    FAIL();
-  } catch (const zanj::FormatError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("run.zanj: __zanj__.json: malformed JSON"));
-  }
+  EXPECT_THAT([&] { zanj::parse_json("{\"a\": [1, 2", "run.zanj", "__zanj__.json"); },
+              zanj_test::Throws<zanj::FormatError>("run.zanj: __zanj__.json: malformed JSON"));
 }
 
 TEST(JsonTextTest, RefusesNestingBeyondTheLimit) {

@@ -3,14 +3,20 @@
 //
 //   training_helper train OPTIMIZER STEPS OUT [--stop-at K CKPT]   fresh run
 //   training_helper resume CKPT STEPS OUT                          continue a checkpoint
-//   training_helper save-loop PATH                                 save PATH forever (for SIGKILL)
 //   training_helper train-async OPTIMIZER STEPS OUT K CKPT         fresh run, saving CKPT at step
 //                                  K in the background while training goes on
-//   training_helper manager-async-loop DIR                         one checkpoint, then
-//                                  background checkpoints forever (for SIGKILL)
+//   training_helper crash MODE WHERE STAGE FILTER                  one complete save (iteration
+//                                  1), then a second (iteration 2) that SIGKILLs this process
+//                                  when a file whose path contains FILTER reaches STAGE (a
+//                                  detail::SaveStage name; "none" never kills). MODE: save
+//                                  (model->save(WHERE)), manager (CheckpointManager on the
+//                                  directory WHERE), async (the manager's save_async).
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
+#include "save_stages.hpp"
 #include "train_net.hpp"
 
 namespace {
@@ -39,6 +45,43 @@ void step_once(TrainNet& model, torch::optim::Optimizer& opt, torch::optim::LRSc
   state.step += 1;
   state.samples_seen += 16;
   model.training_records()["loss"].push_back(loss.item<double>());
+}
+
+// The stage and path filter at which crash mode kills this process.
+std::string g_kill_stage;
+std::string g_kill_filter;
+
+void kill_at_stage(zanj::detail::SaveStage stage, const std::string& path) {
+  if (zanj::detail::save_stage_name(stage) == g_kill_stage &&
+      path.find(g_kill_filter) != std::string::npos) {
+    std::raise(SIGKILL);
+  }
+}
+
+int crash(const std::string& mode, const std::string& where, const std::string& stage,
+          const std::string& filter) {
+  torch::manual_seed(2);
+  auto model = std::make_shared<TrainNet>(zanj_test::TrainNetConfig{});
+  std::optional<zanj::CheckpointManager> manager;
+  if (mode != "save") manager.emplace(where, zanj::CheckpointPolicy{});
+  auto save = [&](int64_t iteration) {
+    model->training_records()["iteration"] = iteration;
+    if (mode == "save") {
+      model->save(where);
+    } else if (mode == "manager") {
+      manager->save(iteration, model->to_node());
+    } else {
+      manager->save_async(iteration, model->to_node());
+      manager->wait();
+    }
+  };
+  save(1);
+  g_kill_stage = stage;
+  g_kill_filter = filter;
+  zanj::detail::set_save_stage_hook(kill_at_stage);
+  save(2);
+  std::cout << "completed" << std::endl;
+  return 0;
 }
 
 int run(TrainNet& model, torch::optim::Optimizer& opt, torch::optim::LRScheduler& sched,
@@ -96,32 +139,7 @@ int main(int argc, char** argv) try {
     zanj::save_checkpoint(argv[4], *model, *opt, &sched, state);
     return 0;
   }
-  if (mode == "manager-async-loop" && argc == 3) {
-    torch::manual_seed(2);
-    zanj_test::TrainNetConfig big{512, 1024, 512, 0.1};
-    auto model = std::make_shared<TrainNet>(big);
-    zanj::CheckpointPolicy policy;
-    policy.keep_last = 2;
-    zanj::CheckpointManager manager(argv[2], policy);
-    model->training_records()["iteration"] = 1;
-    manager.save(1, model->to_node());
-    std::cout << "first" << std::endl;
-    for (int64_t i = 2;; ++i) {
-      model->training_records()["iteration"] = i;
-      manager.save_async(i, model->to_node());
-      std::cout << "started " << i << std::endl;
-    }
-  }
-  if (mode == "save-loop" && argc == 3) {
-    torch::manual_seed(2);
-    zanj_test::TrainNetConfig big{512, 1024, 512, 0.1};  // ~4 MB of tensors: saves take a while
-    auto model = std::make_shared<TrainNet>(big);
-    for (int64_t i = 0;; ++i) {
-      model->training_records()["iteration"] = i;
-      model->save(argv[2]);
-      std::cout << "saved " << i << std::endl;
-    }
-  }
+  if (mode == "crash" && argc == 6) return crash(argv[2], argv[3], argv[4], argv[5]);
   std::cerr << "usage: see the comment at the top of training_helper.cpp\n";
   return 2;
 } catch (const std::exception& e) {

@@ -2,7 +2,7 @@
 #include <cmath>
 #include <configured_model/configured_model.hpp>
 
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace {
 

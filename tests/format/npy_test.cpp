@@ -3,7 +3,7 @@
 #include <configured_model/json_text.hpp>
 #include <configured_model/npy.hpp>
 
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -135,24 +135,21 @@ TEST(NpyTest, RejectsTruncationAtEveryLength) {
 TEST(NpyTest, RejectsHeadersThatLie) {
   // More data than the shape says, less data, wrong version, object dtype, uint64.
   EXPECT_THROW(zanj::decode_npy(valid() + "xxxx"), zanj::FormatError);
-  try {
-    zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (7,), }") +
-                         std::string(24, '\0'),
-                     "f.zanj", "w.npy");
-    FAIL();
-  } catch (const zanj::FormatError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("f.zanj: w.npy: "));
-    EXPECT_THAT(e.what(), HasSubstr("expected 28 data bytes, found 24"));
-  }
+  EXPECT_THAT(
+      [&] {
+        zanj::decode_npy(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (7,), }") +
+                             std::string(24, '\0'),
+                         "f.zanj", "w.npy");
+      },
+      zanj_test::Throws<zanj::FormatError>("f.zanj: w.npy: ", "expected 28 data bytes, found 24"));
   std::string v4 = valid();
   v4[6] = 4;
   EXPECT_THROW(zanj::decode_npy(v4), zanj::FormatError);
-  try {
-    zanj::decode_npy(with_header("{'descr': '|O', 'fortran_order': False, 'shape': (0,), }"));
-    FAIL();
-  } catch (const zanj::FormatError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("pickle"));
-  }
+  EXPECT_THAT(
+      [&] {
+        zanj::decode_npy(with_header("{'descr': '|O', 'fortran_order': False, 'shape': (0,), }"));
+      },
+      zanj_test::Throws<zanj::FormatError>("pickle"));
   EXPECT_THROW(
       zanj::decode_npy(with_header("{'descr': '<u8', 'fortran_order': False, 'shape': (0,), }")),
       zanj::FormatError);
@@ -174,16 +171,14 @@ TEST(NpyTest, RejectsHeadersThatLie) {
 
 TEST(NpyTest, RefusesHugeDimensionsBesideAZero) {
   // Found by fuzzing: the element count is 0, but torch cannot allocate the shape.
-  try {
-    zanj::decode_npy(
-        with_header(
-            "{'descr': '|i2', 'fortran_order': True, 'shape': (0, 800000000709951329, 6, 4), }"),
-        "f.zanj", "x.npy");
-    FAIL();
-  } catch (const zanj::FormatError& e) {
-    EXPECT_THAT(e.what(),
-                HasSubstr("f.zanj: x.npy: shape (0, 800000000709951329, 6, 4) overflows"));
-  }
+  EXPECT_THAT(
+      [&] {
+        zanj::decode_npy(with_header("{'descr': '|i2', 'fortran_order': True, 'shape': (0, "
+                                     "800000000709951329, 6, 4), }"),
+                         "f.zanj", "x.npy");
+      },
+      zanj_test::Throws<zanj::FormatError>(
+          "f.zanj: x.npy: shape (0, 800000000709951329, 6, 4) overflows"));
   EXPECT_EQ(zanj::decode_npy(
                 with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000), }"))
                 .sizes(),

@@ -17,13 +17,12 @@
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
-#include "../src/distributed/checkpoint_index.hpp"
-#include "../src/distributed/save_plan.hpp"
 #include "configured_model/async_saver.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
+#include "distributed/checkpoint_index.hpp"
 #include "distributed_tree.hpp"
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 
@@ -116,45 +115,7 @@ zanj::Node consolidated_expectation(int variant) {
   return expected;
 }
 
-::testing::AssertionResult SameTree(const zanj::Node& a, const zanj::Node& b,
-                                    const std::string& path = "") {
-  if (a.is_tensor() || b.is_tensor()) {
-    if (!a.is_tensor() || !b.is_tensor()) return ::testing::AssertionFailure() << path << ": kind";
-    auto r = zanj_test::BitIdentical(a.tensor(), b.tensor());
-    if (!r) return r << " at " << path;
-    return r;
-  }
-  if (a.is_dict() != b.is_dict() || a.is_list() != b.is_list()) {
-    return ::testing::AssertionFailure() << path << ": kind";
-  }
-  if (a.is_dict()) {
-    if (a.as_dict().size() != b.as_dict().size())
-      return ::testing::AssertionFailure() << path << ": size";
-    for (std::size_t i = 0; i < a.as_dict().size(); ++i) {
-      if (a.as_dict()[i].first != b.as_dict()[i].first) {
-        return ::testing::AssertionFailure() << path << ": key " << a.as_dict()[i].first;
-      }
-      auto r =
-          SameTree(a.as_dict()[i].second, b.as_dict()[i].second, path + "/" + a.as_dict()[i].first);
-      if (!r) return r;
-    }
-    return ::testing::AssertionSuccess();
-  }
-  if (a.is_list()) {
-    if (a.as_list().size() != b.as_list().size())
-      return ::testing::AssertionFailure() << path << ": size";
-    for (std::size_t i = 0; i < a.as_list().size(); ++i) {
-      auto r = SameTree(a.as_list()[i], b.as_list()[i], path + "/" + std::to_string(i));
-      if (!r) return r;
-    }
-    return ::testing::AssertionSuccess();
-  }
-  if (a.scalar() != b.scalar()) {
-    return ::testing::AssertionFailure()
-           << path << ": " << a.scalar().dump() << " vs " << b.scalar().dump();
-  }
-  return ::testing::AssertionSuccess();
-}
+using zanj_test::SameTree;
 
 // Reading `d` throws E, naming `file` and saying `needle`.
 template <class E>
@@ -188,46 +149,6 @@ class DistributedTest : public ::testing::Test {
 
   fs::path root_;
 };
-
-TEST(SavePlan, SpreadsReplicatedBytesEvenlyGiveOrTakeARow) {
-  std::vector<zanj::detail::PlanItem> items = {{1000, 400}, {1, 8},       {64, 4},
-                                               {0, 4},      {4096, 4096}, {10, 40}};
-  std::uint64_t total = 0, widest = 0;
-  for (const auto& it : items)
-    total += static_cast<std::uint64_t>(it.rows) * it.row_bytes,
-        widest = std::max(widest, it.row_bytes);
-  for (int world : {1, 2, 3, 4, 7}) {
-    const auto plan = zanj::detail::plan_pieces(items, world);
-    std::vector<std::uint64_t> per_rank(static_cast<std::size_t>(world), 0);
-    std::vector<std::int64_t> covered(items.size(), 0);
-    for (const auto& p : plan) {
-      ASSERT_GE(p.rank, 0);
-      ASSERT_LT(p.rank, world);
-      EXPECT_EQ(p.offset, covered[p.item]) << "pieces of an item are in order and contiguous";
-      covered[p.item] += p.length;
-      per_rank[static_cast<std::size_t>(p.rank)] +=
-          static_cast<std::uint64_t>(p.length) * items[p.item].row_bytes;
-    }
-    for (std::size_t i = 0; i < items.size(); ++i) EXPECT_EQ(covered[i], items[i].rows);
-    for (auto b : per_rank)
-      EXPECT_LE(b, total / static_cast<std::uint64_t>(world) + widest) << world;
-    const auto again = zanj::detail::plan_pieces(items, world);
-    ASSERT_EQ(again.size(), plan.size());
-    for (std::size_t i = 0; i < plan.size(); ++i) {
-      EXPECT_TRUE(again[i].item == plan[i].item && again[i].rank == plan[i].rank &&
-                  again[i].offset == plan[i].offset && again[i].length == plan[i].length)
-          << "deterministic";
-    }
-  }
-}
-
-TEST(SavePlan, EvenSplitIsTorchChunk) {
-  using Split = std::pair<std::int64_t, std::int64_t>;
-  EXPECT_EQ(zanj::even_split(37, 0, 4), Split(0, 10));
-  EXPECT_EQ(zanj::even_split(37, 3, 4), Split(30, 7));
-  EXPECT_EQ(zanj::even_split(2, 2, 3), Split(2, 0));
-  EXPECT_THROW(zanj::even_split(5, 3, 3), zanj::UsageError);
-}
 
 TEST_F(DistributedTest, SavedAtOneWorldSizeReadsAtAnother) {
   // (saved by, read by): the same, fewer, more, and down to one.
@@ -400,8 +321,7 @@ struct EmbeddingModel {
 };
 
 TEST_F(DistributedTest, ReadmeSnippet) {
-  const auto cwd = fs::current_path();
-  fs::current_path(root_);
+  zanj_test::ScopedCwd in_dir(root_);
   auto store = c10::make_intrusive<c10d::FileStore>((root_ / "store").string(), 1);
   auto pg_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(30));
   pg_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
@@ -409,24 +329,10 @@ TEST_F(DistributedTest, ReadmeSnippet) {
   const std::int64_t vocab = 10, dim = 4;
   const int rank = 0, world_size = 1, new_rank = 0, new_world_size = 1;
   auto model = std::make_shared<EmbeddingModel>(EmbeddingModel{vocab, dim});
-  // --- snippet ---
-  zanj::DistributedSaveOptions options;
-  auto [offset, rows] = zanj::even_split(vocab, rank, world_size);  // this rank's embedding rows
-  options.shards["state_dict/emb.weight"] = {{vocab, dim}, /*dim=*/0, offset};
-  zanj::Node tree = model->to_node();  // emb.weight holds its rows only
-  zanj::save_distributed("ckpt/step-100", tree, *group, options);
-
-  zanj::DistributedReadOptions read;
-  auto [new_offset, new_rows] = zanj::even_split(vocab, new_rank, new_world_size);
-  read.pieces["state_dict/emb.weight"] = {0, new_offset, new_rows};
-  zanj::Node back = zanj::read_distributed("ckpt/step-100", *group, read);
-
-  zanj::consolidate("ckpt/step-100", "whole.zanj");  // one ordinary .zanj
-  // --- end ---
+#include "distributed.inc"  // the README's snippet, extracted from README.md
   EXPECT_EQ(rows, vocab);
   EXPECT_TRUE(SameTree(back, tree));
   EXPECT_TRUE(SameTree(zanj::read("whole.zanj"), tree));
-  fs::current_path(cwd);
 }
 
 TEST_F(DistributedTest, AsyncSaveHoldsTheValuesAtTheCallAndReportsFailures) {

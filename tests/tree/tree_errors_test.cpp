@@ -4,7 +4,7 @@
 
 #include <configured_model/configured_model.hpp>
 
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -35,31 +35,22 @@ std::string external_meta(const std::string& name, const std::string& key) {
          R"("]}}})";
 }
 
-template <class E>
-void expect_error(const std::string& path, const std::vector<std::string>& parts,
-                  const zanj::ReadOptions& options = {}) {
-  try {
-    zanj::read(path, options);
-    FAIL() << "no exception";
-  } catch (const E& e) {
-    for (const auto& p : parts) EXPECT_THAT(e.what(), HasSubstr(p));
-  }
-}
-
 TEST(TreeErrorsTest, RefToMissingEntry) {
   TempDir dir;
   const auto path = build(
       dir,
       R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "dtype": "float32"}})",
       kNoExternals);
-  expect_error<zanj::FormatError>(
-      path, {"t.zanj: w: ", "'$ref' names entry w.npy, which the archive does not contain"});
+  EXPECT_THAT([&] { zanj::read(path); },
+              zanj_test::Throws<zanj::FormatError>(
+                  "t.zanj: w: ", "'$ref' names entry w.npy, which the archive does not contain"));
 }
 
 TEST(TreeErrorsTest, ExternalListedButAbsent) {
   TempDir dir;
   const auto path = build(dir, R"({"w": 1})", external_meta("w.npy", "w"));
-  expect_error<zanj::FormatError>(path, {"t.zanj: w.npy: listed in externals_info but absent"});
+  EXPECT_THAT([&] { zanj::read(path); }, zanj_test::Throws<zanj::FormatError>(
+                                             "t.zanj: w.npy: listed in externals_info but absent"));
 }
 
 TEST(TreeErrorsTest, RefNotListedInExternalsInfoWarnsOrThrows) {
@@ -72,7 +63,8 @@ TEST(TreeErrorsTest, RefNotListedInExternalsInfoWarnsOrThrows) {
   EXPECT_TRUE(torch::equal(zanj::read(path).at("w").tensor(), torch::ones({300})));
   zanj::ReadOptions strict;
   strict.error_mode = zanj::ErrorMode::kExcept;
-  expect_error<zanj::FormatError>(path, {"t.zanj: w: '$ref' w.npy is not listed"}, strict);
+  EXPECT_THAT([&] { zanj::read(path, strict); },
+              zanj_test::Throws<zanj::FormatError>("t.zanj: w: '$ref' w.npy is not listed"));
 }
 
 TEST(TreeErrorsTest, NpyDtypeDifferentFromJsonIsCastWithAWarning) {
@@ -91,7 +83,8 @@ TEST(TreeErrorsTest, NpyDtypeDifferentFromJsonIsCastWithAWarning) {
   EXPECT_THAT(log.str(), HasSubstr("dtype mismatch: JSON says torch.float32, w.npy holds float64"));
   zanj::ReadOptions strict;
   strict.error_mode = zanj::ErrorMode::kExcept;
-  expect_error<zanj::FormatError>(path, {"t.zanj: w: dtype mismatch"}, strict);
+  EXPECT_THAT([&] { zanj::read(path, strict); },
+              zanj_test::Throws<zanj::FormatError>("t.zanj: w: dtype mismatch"));
 }
 
 TEST(TreeErrorsTest, NpyShapeDifferentFromJson) {
@@ -101,8 +94,9 @@ TEST(TreeErrorsTest, NpyShapeDifferentFromJson) {
       dir,
       R"({"w": {"__muutils_format__": "torch.Tensor:external", "$ref": "w.npy", "shape": [3, 100], "dtype": "torch.float32"}})",
       external_meta("w.npy", "w"), {{"w.npy", npy}});
-  expect_error<zanj::FormatError>(
-      path, {"t.zanj: w: shape mismatch (JSON says [3, 100], w.npy holds [300])"});
+  EXPECT_THAT([&] { zanj::read(path); },
+              zanj_test::Throws<zanj::FormatError>(
+                  "t.zanj: w: shape mismatch (JSON says [3, 100], w.npy holds [300])"));
 }
 
 TEST(TreeErrorsTest, BadInlineArrays) {
@@ -135,24 +129,28 @@ TEST(TreeErrorsTest, BadInlineArrays) {
   };
   for (const auto& [json, message] : cases) {
     SCOPED_TRACE(json);
-    expect_error<zanj::FormatError>(build(dir, json, kNoExternals), {message});
+    EXPECT_THAT([&] { zanj::read(build(dir, json, kNoExternals)); },
+                zanj_test::Throws<zanj::FormatError>(message));
   }
 }
 
 TEST(TreeErrorsTest, MissingOrMalformedEntries) {
   TempDir dir;
-  expect_error<zanj::FormatError>(build(dir, "", kNoExternals),
-                                  {"t.zanj: __zanj__.json: missing (not a ZANJ archive)"});
-  expect_error<zanj::FormatError>(build(dir, "{\"a\": ", kNoExternals),
-                                  {"t.zanj: __zanj__.json: malformed JSON"});
-  expect_error<zanj::FormatError>(build(dir, "{}", "[1]"),
-                                  {"t.zanj: __zanj_meta__.json: expected a JSON object"});
+  EXPECT_THAT(
+      [&] { zanj::read(build(dir, "", kNoExternals)); },
+      zanj_test::Throws<zanj::FormatError>("t.zanj: __zanj__.json: missing (not a ZANJ archive)"));
+  EXPECT_THAT([&] { zanj::read(build(dir, "{\"a\": ", kNoExternals)); },
+              zanj_test::Throws<zanj::FormatError>("t.zanj: __zanj__.json: malformed JSON"));
+  EXPECT_THAT(
+      [&] { zanj::read(build(dir, "{}", "[1]")); },
+      zanj_test::Throws<zanj::FormatError>("t.zanj: __zanj_meta__.json: expected a JSON object"));
   // No meta: Python refuses; we read with a warning, or refuse in kExcept mode.
   const auto no_meta = build(dir, R"({"a": 1})", "");
   EXPECT_EQ(zanj::read(no_meta).at("a").scalar(), 1);
   zanj::ReadOptions strict;
   strict.error_mode = zanj::ErrorMode::kExcept;
-  expect_error<zanj::FormatError>(no_meta, {"__zanj_meta__.json is missing"}, strict);
+  EXPECT_THAT([&] { zanj::read(no_meta, strict); },
+              zanj_test::Throws<zanj::FormatError>("__zanj_meta__.json is missing"));
 }
 
 TEST(TreeErrorsTest, BadJsonlLinesNameTheLine) {
@@ -161,7 +159,8 @@ TEST(TreeErrorsTest, BadJsonlLinesNameTheLine) {
       build(dir, R"({"l": {"__muutils_format__": "list:external", "$ref": "l.jsonl"}})",
             R"({"externals_info": {"l.jsonl": {"item_type": "jsonl", "path": ["l"]}}})",
             {{"l.jsonl", "1\n2\n{oops\n"}});
-  expect_error<zanj::FormatError>(path, {"t.zanj: l.jsonl line 3: malformed JSON"});
+  EXPECT_THAT([&] { zanj::read(path); },
+              zanj_test::Throws<zanj::FormatError>("t.zanj: l.jsonl line 3: malformed JSON"));
 }
 
 TEST(TreeErrorsTest, ExternalWithoutRefIsFoundThroughExternalsInfo) {

@@ -65,4 +65,21 @@ inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string
       o::AdagradOptions(0.1));
 }
 
+/// A TrainNet with an Adam optimizer, a few steps at a time on random batches (torch's RNG).
+struct Trainer {
+  std::shared_ptr<TrainNet> model = std::make_shared<TrainNet>(TrainNetConfig{});
+  std::unique_ptr<torch::optim::Optimizer> opt = make_optimizer("Adam", *model);
+  zanj::TrainingState state;
+  void steps(int n) {
+    for (int i = 0; i < n; ++i) {
+      opt->zero_grad();
+      auto loss = model->forward(torch::randn({16, 8})).pow(2).mean();
+      loss.backward();
+      opt->step();
+      state.step += 1;
+      model->training_records()["loss"].push_back(loss.item<double>());
+    }
+  }
+};
+
 }  // namespace zanj_test

@@ -2,14 +2,16 @@
 // The zanj command-line tool, run as a user runs it.
 #include <configured_model/configured_model.hpp>
 
-#include "../examples/mlp/my_nn.hpp"
-#include "test_util.hpp"
+#include "test_support.hpp"
+#include "train_net.hpp"
 
 namespace {
 
 using ::testing::HasSubstr;
 using zanj_test::BitIdentical;
 using zanj_test::TempDir;
+using zanj_test::TrainNet;
+using zanj_test::TrainNetConfig;
 
 std::string zanj_cmd() { return CONFIGURED_MODEL_ZANJ_CLI; }
 
@@ -17,11 +19,10 @@ int zanj_run(const std::string& args, std::string* out = nullptr) {
   return zanj_test::run(zanj_cmd() + " " + args + " 2>/dev/null", out);
 }
 
-std::shared_ptr<mlp::MyNN> saved_model(const std::string& path, int64_t hidden = 64) {
+std::shared_ptr<TrainNet> saved_model(const std::string& path, int64_t hidden = 64) {
   torch::manual_seed(9);
-  mlp::MyNNConfig c;
-  c.hidden_dim = hidden;
-  auto m = std::make_shared<mlp::MyNN>(c);
+  const TrainNetConfig c{10, hidden, 2, 0.3};
+  auto m = std::make_shared<TrainNet>(c);
   m->training_records()["loss"] = {0.5, 0.25};
   m->save(path);
   return m;
@@ -35,13 +36,13 @@ TEST(CliTest, LsListsEveryTensorWithStorage) {
   const auto rows = nlohmann::json::parse(out);
   bool found_external = false, found_inline = false;
   for (const auto& r : rows) {
-    if (r["key"] == "state_dict/net.0.weight") {
+    if (r["key"] == "state_dict/fc1.weight") {
       found_external = true;
       EXPECT_EQ(r["shape"], "[64, 10]");
       EXPECT_EQ(r["bytes"], 64 * 10 * 4 + 128);  // the .npy entry: 128-byte header + data
-      EXPECT_EQ(r["storage"], "external state_dict/net.0.weight.npy");
+      EXPECT_EQ(r["storage"], "external state_dict/fc1.weight.npy");
     }
-    if (r["key"] == "state_dict/net.0.bias") {
+    if (r["key"] == "state_dict/fc1.bias") {
       found_inline = true;
       EXPECT_EQ(r["storage"], "inline array_list_meta");
       EXPECT_EQ(r["bytes"], 64 * 4);
@@ -51,7 +52,7 @@ TEST(CliTest, LsListsEveryTensorWithStorage) {
   EXPECT_TRUE(found_inline);
   ASSERT_EQ(zanj_run("ls " + dir.file("m.zanj"), &out), 0);
   EXPECT_THAT(out, HasSubstr("KEY"));
-  EXPECT_THAT(out, HasSubstr("state_dict/net.2.bias"));
+  EXPECT_THAT(out, HasSubstr("state_dict/fc2.bias"));
 }
 
 TEST(CliTest, ShowGivesTensorStatisticsAndSubtrees) {
@@ -80,8 +81,8 @@ TEST(CliTest, MetaSummarizesConfigVersionsAndRecords) {
   std::string out;
   ASSERT_EQ(zanj_run("meta " + dir.file("m.zanj"), &out), 0);
   const auto m = zanj::parse_json(out, "", "");
-  EXPECT_EQ(m["class"], "MyNN");
-  EXPECT_EQ(m["config"]["hidden_dim"], 64);
+  EXPECT_EQ(m["class"], "TrainNet");
+  EXPECT_EQ(m["config"]["hidden"], 64);
   EXPECT_EQ(m["versions"]["configured_model"]["format_version"], zanj::kFormatVersion);
   EXPECT_EQ(m["training_records"]["loss"]["count"], 2);
   EXPECT_EQ(m["training_records"]["loss"]["last"], 0.25);
@@ -100,7 +101,7 @@ TEST(CliTest, VerifyPassesSoundFilesAndReportsCorruption) {
   bytes[pos + 200] ^= 0x10;
   zanj_test::write_bytes(dir.file("bad.zanj"), bytes);
   EXPECT_EQ(zanj_run("verify " + dir.file("bad.zanj"), &out), 1);
-  EXPECT_THAT(out, HasSubstr("state_dict/net.0.weight.npy"));
+  EXPECT_THAT(out, HasSubstr("state_dict/fc1.weight.npy"));
   EXPECT_THAT(out, HasSubstr("CRC-32 mismatch"));
 }
 
@@ -112,26 +113,26 @@ TEST(CliTest, DiffExactIgnoresMetadataButNotValues) {
   auto m = saved_model(dir.file("c.zanj"));
   {
     torch::NoGradGuard g;
-    m->net[2]->as<torch::nn::Linear>()->bias[0] += 0.5;
+    m->fc2->bias[0] += 0.5;
   }
   m->save(dir.file("c.zanj"));
   std::string out;
   EXPECT_EQ(zanj_run("diff --exact " + dir.file("a.zanj") + " " + dir.file("c.zanj"), &out), 1);
-  EXPECT_THAT(out, HasSubstr("state_dict/net.2.bias"));
+  EXPECT_THAT(out, HasSubstr("state_dict/fc2.bias"));
   EXPECT_THAT(out, HasSubstr("max abs diff 0.5"));
   saved_model(dir.file("d.zanj"), 32);
   EXPECT_EQ(zanj_run("diff --json " + dir.file("a.zanj") + " " + dir.file("d.zanj"), &out), 0);
-  EXPECT_THAT(out, HasSubstr("zanj_model_config/hidden_dim"));
+  EXPECT_THAT(out, HasSubstr("zanj_model_config/hidden"));
 }
 
 TEST(CliTest, ExtractWritesAStandaloneNpy) {
   TempDir dir;
   auto m = saved_model(dir.file("m.zanj"));
-  ASSERT_EQ(zanj_run("extract " + dir.file("m.zanj") + " state_dict/net.0.weight -o " +
-                     dir.file("w.npy")),
-            0);
-  EXPECT_TRUE(BitIdentical(zanj::decode_npy(zanj_test::read_bytes(dir.file("w.npy"))),
-                           m->net[0]->as<torch::nn::Linear>()->weight));
+  ASSERT_EQ(
+      zanj_run("extract " + dir.file("m.zanj") + " state_dict/fc1.weight -o " + dir.file("w.npy")),
+      0);
+  EXPECT_TRUE(
+      BitIdentical(zanj::decode_npy(zanj_test::read_bytes(dir.file("w.npy"))), m->fc1->weight));
 }
 
 TEST(CliTest, ConvertsToAndFromLibtorchArchives) {
@@ -139,7 +140,7 @@ TEST(CliTest, ConvertsToAndFromLibtorchArchives) {
   auto m = saved_model(dir.file("m.zanj"));
   ASSERT_EQ(zanj_run("export-pt " + dir.file("m.zanj") + " " + dir.file("m.pt")), 0);
   // libtorch's own loader fills a module with the same names.
-  auto fresh = std::make_shared<mlp::MyNN>(m->config());
+  auto fresh = std::make_shared<TrainNet>(m->config());
   torch::load(fresh, dir.file("m.pt"));
   const auto a = zanj::state_dict(*m);
   const auto b = zanj::state_dict(*fresh);
@@ -151,8 +152,7 @@ TEST(CliTest, ConvertsToAndFromLibtorchArchives) {
   ASSERT_EQ(zanj_run("import-pt " + dir.file("saved_by_torch.pt") + " " + dir.file("back.zanj")),
             0);
   const auto back = zanj::read(dir.file("back.zanj"));
-  EXPECT_TRUE(BitIdentical(back.at("state_dict").at("net.0.weight").tensor(),
-                           m->net[0]->as<torch::nn::Linear>()->weight));
+  EXPECT_TRUE(BitIdentical(back.at("state_dict").at("fc1.weight").tensor(), m->fc1->weight));
   EXPECT_EQ(zanj_run("import-pt " + dir.file("m.zanj") + " " + dir.file("x.zanj")),
             2);  // not a .pt
 }

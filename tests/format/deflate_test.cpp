@@ -4,8 +4,7 @@
 // compression that does not depend on the thread count, and broken or hostile deflate data.
 #include <configured_model/configured_model.hpp>
 
-#include "../examples/mlp/my_nn.hpp"
-#include "test_util.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -275,25 +274,3 @@ TEST(DeflateHostileTest, TruncatedDeflatedCheckpointsNeverCrash) {
 }
 
 }  // namespace
-
-// The README's "Compressed files" snippet, as written there.
-TEST(ReadmeTest, CompressedFilesSnippet) {
-  TempDir dir;
-  const std::string run = dir.file("run.zanj");
-  torch::manual_seed(2);
-  auto model = std::make_shared<mlp::MyNN>(mlp::MyNNConfig{});
-  const auto before = zanj::state_digest(zanj::state_dict(*model));
-  // --- snippet ---
-  zanj::SaveOptions small;
-  small.compression = zanj::Compression::kDeflate;  // what Python ZANJ writes by default
-  small.deflate_level = 1;  // ISA-L's 0..3; entries are compressed on every core
-  model->save(run, small);
-  model->load(run);  // inflated straight into the parameters, in parallel
-  // --- end ---
-  EXPECT_EQ(zanj::state_digest(zanj::state_dict(*model)), before);
-  const auto archive = zanj::ArchiveReader::open(run);
-  for (const auto& e : archive.entries()) EXPECT_EQ(e.method, 8) << e.name;
-  auto fresh = std::make_shared<mlp::MyNN>(mlp::MyNNConfig{});
-  fresh->load(run);
-  EXPECT_EQ(zanj::state_digest(zanj::state_dict(*fresh)), before);
-}

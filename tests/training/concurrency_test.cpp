@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Many threads reading one file (every read mode) and saving different files at once. Built into
-// the main test binary, and on its own under ThreadSanitizer (-DCONFIGURED_MODEL_TSAN=ON).
+// its own binary, run under ThreadSanitizer by scripts/test.sh (-DCONFIGURED_MODEL_TSAN=ON).
 #include <torch/torch.h>
 
 #include <atomic>
 #include <configured_model/configured_model.hpp>
 #include <thread>
 
-#include "test_util.hpp"
+#include "test_support.hpp"
 #include "train_net.hpp"
 
 namespace {

@@ -3,8 +3,8 @@
 // Whatever the damage, reading ends in a zanj::Error, never a crash or another exception.
 #include <configured_model/configured_model.hpp>
 
-#include "../examples/mlp/my_nn.hpp"
-#include "test_util.hpp"
+#include "my_nn.hpp"
+#include "test_support.hpp"
 
 namespace {
 

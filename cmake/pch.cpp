@@ -1,0 +1,2 @@
+// SPDX-License-Identifier: MIT
+// Empty: the target exists to build the precompiled header every executable reuses.
