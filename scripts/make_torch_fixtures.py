@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Writes the Python torch.save files the C++ tests read (tests/torch_file_test.cpp).
+"""Writes the Python torch.save files the C++ tests read (tests/format/torch_file_test.cpp).
 
 Usage: make_torch_fixtures.py OUTDIR
 

@@ -5,6 +5,7 @@
 
 #include <configured_model/archive.hpp>
 #include <configured_model/errors.hpp>
+#include <configured_model/file.hpp>
 #include <string>
 #include <utility>
 #include <vector>

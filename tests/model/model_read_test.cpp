@@ -6,37 +6,18 @@
 #include <configured_model/configured_model.hpp>
 #include <iostream>
 
+#include "saved_net.hpp"
 #include "test_support.hpp"
 #include "train_net.hpp"
 
 namespace {
 
 using ::testing::HasSubstr;
+using zanj_test::corrupt_fc1;
+using zanj_test::saved_net;
 using zanj_test::TempDir;
 using zanj_test::TrainNet;
 using zanj_test::TrainNetConfig;
-
-std::shared_ptr<TrainNet> saved_net(const std::string& path, TrainNetConfig c = {}) {
-  torch::manual_seed(7);
-  auto net = std::make_shared<TrainNet>(c);
-  net->training_records()["loss"] = {0.5, 0.25};
-  net->save(path);
-  EXPECT_TRUE(zanj_test::SoundZip(path));
-  return net;
-}
-
-bool same(const torch::nn::Module& a, const torch::nn::Module& b) {
-  return zanj::state_digest(zanj::state_dict(a)) == zanj::state_digest(zanj::state_dict(b));
-}
-
-// A flipped bit in the middle of fc1.weight's data.
-void corrupt_fc1(const std::string& path) {
-  const auto archive = zanj::ArchiveReader::open(path);
-  const auto offset = archive.data_offset("state_dict/fc1.weight.npy") + 128 + 100;
-  std::string bytes = zanj_test::read_bytes(path);
-  bytes[offset] ^= 0x10;
-  zanj_test::write_bytes(path, bytes);
-}
 
 // Counts the bytes torch's CPU allocator hands out while it is installed (the default one
 // does the work).

@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 
 #include <configured_model/configured_model.hpp>
+#include <csignal>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
