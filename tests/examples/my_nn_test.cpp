@@ -4,6 +4,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <configured_model/configured_model.hpp>
+#include <fstream>
 
 #include "test_support.hpp"
 

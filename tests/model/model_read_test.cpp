@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Reading a model: straight into its parameters, into an existing model, mapped, with CRCs.
+#include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
 #include <atomic>
@@ -56,7 +57,7 @@ TEST(ModelReadTest, CopyReadGoesStraightIntoTheParameters) {
     again = TrainNet::read(dir.file("m.zanj"));
     allocated = counting.bytes();
   }
-  EXPECT_TRUE(same(*net, *again));
+  EXPECT_TRUE(zanj_test::SameState(*net, *again));
   EXPECT_EQ(again->training_records()["loss"][1], 0.25);
   // The model's own parameters are allocated once, when it is built; reading into them adds no
   // tensor-sized staging buffer (that would at least double the count).
@@ -69,10 +70,10 @@ TEST(ModelReadTest, LoadIntoAnExistingModelKeepsItsStorage) {
   const auto net = saved_net(dir.file("m.zanj"));
   torch::manual_seed(99);
   TrainNet other(TrainNetConfig{});
-  ASSERT_FALSE(same(*net, other));
+  ASSERT_FALSE(zanj_test::SameState(*net, other));
   const void* before = other.fc1->weight.data_ptr();
   other.load(dir.file("m.zanj"));
-  EXPECT_TRUE(same(*net, other));
+  EXPECT_TRUE(zanj_test::SameState(*net, other));
   EXPECT_EQ(other.fc1->weight.data_ptr(), before);
   EXPECT_EQ(other.training_records()["loss"][0], 0.5);
 }
@@ -98,7 +99,7 @@ TEST(ModelReadTest, MmapReadAliasesTheFileAndTrainingCopiesPages) {
   zanj::ReadOptions opts;
   opts.mmap = true;
   auto mapped = TrainNet::read(path, opts);
-  EXPECT_TRUE(same(*net, *mapped));
+  EXPECT_TRUE(zanj_test::SameState(*net, *mapped));
   // The weight's data is the file's bytes: its address is 64-aligned like its file offset.
   const auto archive = zanj::ArchiveReader::open(path);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(mapped->fc1->weight.data_ptr()) % 64, 0u);
@@ -110,7 +111,7 @@ TEST(ModelReadTest, MmapReadAliasesTheFileAndTrainingCopiesPages) {
     mapped->forward(torch::ones({4, 8})).sum().backward();
     sgd.step();
   }
-  EXPECT_FALSE(same(*net, *mapped));
+  EXPECT_FALSE(zanj_test::SameState(*net, *mapped));
   EXPECT_EQ(zanj_test::read_bytes(path), file_before);
   // The mapping outlives the reader and the model's other owners.
   auto weight = mapped->fc1->weight;
@@ -128,7 +129,7 @@ TEST(ModelReadTest, MmapFallsBackToCopiesForDeflatedFiles) {
   net.save(path, s);
   zanj::ReadOptions opts;
   opts.mmap = true;
-  EXPECT_TRUE(same(net, *TrainNet::read(path, opts)));
+  EXPECT_TRUE(zanj_test::SameState(net, *TrainNet::read(path, opts)));
 }
 
 TEST(CrcTest, CopyReadsDetectAFlippedBitUnlessTurnedOff) {
@@ -170,7 +171,8 @@ TEST(ModelReadTest, NpyHeadersLongerThanTheFirstReadAreReadInFull) {
   for (bool mmap : {false, true}) {
     zanj::ReadOptions o;
     o.mmap = mmap;
-    EXPECT_TRUE(same(*net, *TrainNet::read(dir.file("long.zanj"), o))) << "mmap " << mmap;
+    EXPECT_TRUE(zanj_test::SameState(*net, *TrainNet::read(dir.file("long.zanj"), o)))
+        << "mmap " << mmap;
   }
   EXPECT_TRUE(zanj_test::BitIdentical(
       zanj::LazyFile::open(dir.file("long.zanj")).tensor("state_dict/fc1.weight"),
