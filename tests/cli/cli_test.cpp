@@ -139,8 +139,15 @@ TEST(CliTest, ConvertsToAndFromLibtorchArchives) {
   TempDir dir;
   auto m = saved_model(dir.file("m.zanj"));
   ASSERT_EQ(zanj_run("export-pt " + dir.file("m.zanj") + " " + dir.file("m.pt")), 0);
-  // libtorch's own loader fills a module with the same names.
-  auto fresh = std::make_shared<TrainNet>(m->config());
+  // libtorch's own loader fills a module with the same names (TrainNet's dropout holds no
+  // tensors, and torch::load wants every submodule of the module in the archive).
+  struct Plain : torch::nn::Module {
+    explicit Plain(const TrainNetConfig& c)
+        : fc1(register_module("fc1", torch::nn::Linear(c.in, c.hidden))),
+          fc2(register_module("fc2", torch::nn::Linear(c.hidden, c.out))) {}
+    torch::nn::Linear fc1, fc2;
+  };
+  auto fresh = std::make_shared<Plain>(m->config());
   torch::load(fresh, dir.file("m.pt"));
   const auto a = zanj::state_dict(*m);
   const auto b = zanj::state_dict(*fresh);

@@ -216,25 +216,6 @@ TEST(ConfiguredModelTest, ReadOptionsConvertTheDtype) {
   EXPECT_NO_THROW(MyNN::read(dir.file("double.zanj"), options));
 }
 
-// The only device besides the CPU that every build has is "meta" (shapes and dtypes, no data):
-// enough to see that the option moves every parameter and buffer, not just that it is accepted.
-TEST(ConfiguredModelTest, ReadOptionsMoveTheModelToTheDevice) {
-  TempDir dir;
-  auto model = trained_model();
-  model->save(dir.file("run.zanj"));
-  zanj::ReadOptions options;
-  options.device = torch::Device(torch::kMeta);
-  options.dtype = torch::kFloat64;
-  auto again = MyNN::read(dir.file("run.zanj"), options);
-  const auto before = model->named_parameters();
-  ASSERT_EQ(again->named_parameters().size(), before.size());
-  for (const auto& p : again->named_parameters()) {
-    EXPECT_TRUE(p.value().is_meta()) << p.key();
-    EXPECT_EQ(p.value().scalar_type(), torch::kFloat64) << p.key();
-    EXPECT_EQ(p.value().sizes(), before[p.key()].sizes()) << p.key();
-  }
-}
-
 TEST(ConfiguredModelTest, ConfigErrorsNameTheField) {
   TempDir dir;
   auto tree = stored_model(trained_model());
