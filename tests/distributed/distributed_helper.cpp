@@ -5,6 +5,9 @@
 //   distributed_helper --rank R --world N --store FILE --dir DIR --mode save|read
 //       [--variant V] [--saved-world S] [--saved-variant V] [--broadcast] [--skew]
 //       [--fsize-limit BYTES] [--die-on-fsize] [--timeout-ms T]
+//       [--kill-at STAGE --kill-file SUBSTRING]   SIGKILL this rank when a file it writes whose
+//                                                 path contains SUBSTRING reaches STAGE (a
+//                                                 detail::SaveStage name)
 //
 // Exit status: 0 done (read: every value as expected), 1 a value differs, 3 IoError,
 // 4 ConfigError, 5 FormatError, 6 anything else.
@@ -22,6 +25,7 @@
 #include "configured_model/distributed.hpp"
 #include "configured_model/errors.hpp"
 #include "distributed_tree.hpp"
+#include "save_stages.hpp"
 
 namespace {
 
@@ -61,6 +65,16 @@ bool same(const zanj::Node& a, const zanj::Node& b, const std::string& path) {
     return true;
   }
   return a.scalar() == b.scalar() || differ(a.scalar().dump() + " vs " + b.scalar().dump());
+}
+
+std::string g_kill_stage;
+std::string g_kill_file;
+
+void kill_at_stage(zanj::detail::SaveStage stage, const std::string& path) {
+  if (zanj::detail::save_stage_name(stage) == g_kill_stage &&
+      path.find(g_kill_file) != std::string::npos) {
+    std::raise(SIGKILL);
+  }
 }
 
 }  // namespace
@@ -110,6 +124,11 @@ int main(int argc, char** argv) {
         rlimit limit;
         ~Restore() { setrlimit(RLIMIT_FSIZE, &limit); }
       } restore{saved_limit};
+      if (arg.count("kill-at")) {
+        g_kill_stage = arg["kill-at"];
+        g_kill_file = get("kill-file", "");
+        zanj::detail::set_save_stage_hook(kill_at_stage);
+      }
       const auto result = zanj::save_distributed(dir, tree, group, save_options);
       std::cout << "bytes";
       for (auto b : result.bytes_per_rank) std::cout << " " << b;

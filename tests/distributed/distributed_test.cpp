@@ -230,6 +230,35 @@ TEST_F(DistributedTest, ARankKilledMidSaveLeavesThePreviousCheckpointAndTheOther
   for (const auto& name : rank_files(d)) EXPECT_EQ(name.find(".tmp"), std::string::npos) << name;
 }
 
+// A rank killed at each stage of writing its own file, and rank 0 killed at each stage of
+// writing the index (the commit): the directory holds the previous checkpoint until the index
+// is renamed into place, and the new one from then on; it verifies either way.
+TEST_F(DistributedTest, ARankKilledAtEveryStageOfTheSaveLeavesOneWholeCheckpoint) {
+  const std::vector<std::string> stages = {"temporary-created", "data-written", "temporary-synced",
+                                           "renamed", "directory-synced"};
+  struct Target {
+    int rank;
+    std::string file;
+    bool commits;  // the file whose rename makes the new checkpoint the one read
+  };
+  for (const Target& target :
+       {Target{1, "rank-00001-of-00002", false}, Target{0, "checkpoint.json", true}}) {
+    for (const auto& stage : stages) {
+      SCOPED_TRACE(target.file + " " + stage);
+      const std::string d = dir("stages-" + target.file + "-" + stage);
+      save(d, 2, 0);
+      const auto r = launch(d, 2, {"--mode", "save", "--variant", "1", "--timeout-ms", "3000"},
+                            {{target.rank, {"--kill-at", stage, "--kill-file", target.file}}});
+      EXPECT_EQ(r.status[static_cast<std::size_t>(target.rank)], 128 + SIGKILL)
+          << "the kill landed";
+      const bool committed = target.commits && (stage == "renamed" || stage == "directory-synced");
+      EXPECT_TRUE(
+          SameTree(zanj::read_distributed(d, 0, 1), consolidated_expectation(committed ? 1 : 0)));
+      EXPECT_NO_THROW(zanj::verify_distributed(d));
+    }
+  }
+}
+
 TEST_F(DistributedTest, RanksSavingDifferentTreesAllGetAConfigError) {
   const std::string d = dir("ckpt");
   const auto r = launch(d, 3, {"--mode", "save", "--skew"});

@@ -3,8 +3,8 @@
 // Whatever the damage, reading ends in a zanj::Error, never a crash or another exception.
 #include <configured_model/configured_model.hpp>
 
-#include "my_nn.hpp"
 #include "test_support.hpp"
+#include "train_net.hpp"
 
 namespace {
 
@@ -29,14 +29,14 @@ const char* name(Expect e) {
   return "?";
 }
 
-// Which zanj::Error a read of `bytes` as MyNN ends in.
+// Which zanj::Error a read of `bytes` as a TrainNet ends in.
 Expect classify(const std::string& bytes, std::string* message = nullptr,
                 const zanj::ReadOptions& options = {}) {
   try {
     const auto archive =
         zanj::ArchiveReader::from_bytes(bytes, "hostile.zanj", options.archive_limits);
     const auto root = zanj::read(archive, options);
-    mlp::MyNN::from_node(root, "hostile.zanj", options);
+    zanj_test::TrainNet::from_node(root, "hostile.zanj", options);
     return Expect::kNone;
   } catch (const zanj::FormatError& e) {
     if (message) *message = e.what();
@@ -63,9 +63,8 @@ struct Checkpoint {
   static Checkpoint make() {
     TempDir dir;
     torch::manual_seed(11);
-    mlp::MyNNConfig c;
-    c.hidden_dim = 32;  // net.0.weight (320 elements) goes external
-    mlp::MyNN(c).save(dir.file("m.zanj"));
+    const zanj_test::TrainNetConfig c{10, 32, 2, 0.3};  // fc1.weight (320 elements) goes external
+    zanj_test::TrainNet(c).save(dir.file("m.zanj"));
     Checkpoint cp;
     cp.bytes = zanj_test::read_bytes(dir.file("m.zanj"));
     const auto a = zanj::ArchiveReader::from_bytes(cp.bytes, "m");
@@ -90,7 +89,7 @@ struct Checkpoint {
   }
 };
 
-const std::string kW = "state_dict/net.0.weight.npy";
+const std::string kW = "state_dict/fc1.weight.npy";
 
 struct Row {
   std::string what;
@@ -135,19 +134,19 @@ TEST(HostileFilesTest, EveryRowEndsInItsErrorType) {
        Expect::kNone, ""},
       {"$ref to a missing entry",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.0.weight"]["$ref"] = "state_dict/gone.npy";
+         c.tree["state_dict"]["fc1.weight"]["$ref"] = "state_dict/gone.npy";
          return c.build();
        },
-       Expect::kFormat, "state_dict/net.0.weight: '$ref' names entry state_dict/gone.npy"},
+       Expect::kFormat, "state_dict/fc1.weight: '$ref' names entry state_dict/gone.npy"},
       {"$ref to an absolute path",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.0.weight"]["$ref"] = "/etc/passwd";
+         c.tree["state_dict"]["fc1.weight"]["$ref"] = "/etc/passwd";
          return c.build();
        },
        Expect::kFormat, "'$ref' names entry /etc/passwd, which the archive does not contain"},
       {"$ref climbing out with ../",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.0.weight"]["$ref"] = "../../" + kW;
+         c.tree["state_dict"]["fc1.weight"]["$ref"] = "../../" + kW;
          return c.build();
        },
        Expect::kFormat, "which the archive does not contain"},
@@ -174,50 +173,50 @@ TEST(HostileFilesTest, EveryRowEndsInItsErrorType) {
          c.tree["__muutils_format__"] = "SomethingElse";
          return c.build();
        },
-       Expect::kStateMismatch, "model class mismatch (expected 'MyNN', found 'SomethingElse')"},
+       Expect::kStateMismatch, "model class mismatch (expected 'TrainNet', found 'SomethingElse')"},
       {"unknown tag inside stays a dict: state_dict entry is not a tensor",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.0.bias"]["__muutils_format__"] = "mystery.Type";
+         c.tree["state_dict"]["fc1.bias"]["__muutils_format__"] = "mystery.Type";
          return c.build();
        },
-       Expect::kFormat, "state_dict/net.0.bias: expected a tensor"},
+       Expect::kFormat, "state_dict/fc1.bias: expected a tensor"},
       {"config field of the wrong JSON type",
        [](Checkpoint& c) {
-         c.tree["zanj_model_config"]["input_dim"] = "ten";
+         c.tree["zanj_model_config"]["in"] = "ten";
          return c.build();
        },
-       Expect::kConfig, "field 'input_dim': expected integer, found string"},
+       Expect::kConfig, "field 'in': expected integer, found string"},
       {"config field missing",
        [](Checkpoint& c) {
-         c.tree["zanj_model_config"].erase("act_fn");
+         c.tree["zanj_model_config"].erase("dropout");
          return c.build();
        },
-       Expect::kConfig, "field 'act_fn': missing"},
+       Expect::kConfig, "field 'dropout': missing"},
       {"state_dict tensor of the wrong shape",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.2.bias"]["data"] = {1.0, 2.0, 3.0};
-         c.tree["state_dict"]["net.2.bias"]["shape"] = {3};
+         c.tree["state_dict"]["fc2.bias"]["data"] = {1.0, 2.0, 3.0};
+         c.tree["state_dict"]["fc2.bias"]["shape"] = {3};
          return c.build();
        },
-       Expect::kStateMismatch, "shape mismatch: net.2.bias (expected [2], found [3])"},
+       Expect::kStateMismatch, "shape mismatch: fc2.bias (expected [2], found [3])"},
       {"state_dict tensor of the wrong dtype",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.2.bias"]["dtype"] = "float64";
+         c.tree["state_dict"]["fc2.bias"]["dtype"] = "float64";
          return c.build();
        },
-       Expect::kStateMismatch, "dtype mismatch: net.2.bias (expected Float, found Double)"},
+       Expect::kStateMismatch, "dtype mismatch: fc2.bias (expected Float, found Double)"},
       {"NaN tokens where numbers are legal",
        [](Checkpoint& c) {
-         c.tree["state_dict"]["net.2.bias"]["data"] = {NAN, -INFINITY};
+         c.tree["state_dict"]["fc2.bias"]["data"] = {NAN, -INFINITY};
          return c.build();
        },
        Expect::kNone, ""},
       {"NaN where an integer is required",
        [](Checkpoint& c) {
-         c.tree["zanj_model_config"]["hidden_dim"] = NAN;
+         c.tree["zanj_model_config"]["hidden"] = NAN;
          return c.build();
        },
-       Expect::kConfig, "field 'hidden_dim'"},
+       Expect::kConfig, "field 'hidden'"},
       {"a format version from the future",
        [](Checkpoint& c) {
          c.meta["configured_model"]["format_version"] = 1000;
@@ -313,7 +312,7 @@ std::vector<std::string> errors_in_every_mode(const std::string& bytes) {
     try {
       auto archive = zanj::ArchiveReader::from_bytes(bytes, "hostile.zanj");
       if (mode < 2) {
-        mlp::MyNN::from_node(zanj::read(archive, options), "hostile.zanj", options);
+        zanj_test::TrainNet::from_node(zanj::read(archive, options), "hostile.zanj", options);
       } else {
         const auto lazy = zanj::LazyFile::open(std::move(archive), options);
         for (const auto& t : lazy.tensors()) lazy.tensor(t.key);
