@@ -245,7 +245,7 @@ TEST_F(DistributedTest, ARankKilledAtEveryStageOfTheSaveLeavesOneWholeCheckpoint
        {Target{1, "rank-00001-of-00002", false}, Target{0, "checkpoint.json", true}}) {
     for (const auto& stage : stages) {
       SCOPED_TRACE(target.file + " " + stage);
-      const std::string d = dir("stages-" + target.file + "-" + stage);
+      const std::string d = dir("stages-" + std::to_string(target.rank) + "-" + stage);
       save(d, 2, 0);
       const auto r = launch(d, 2, {"--mode", "save", "--variant", "1", "--timeout-ms", "3000"},
                             {{target.rank, {"--kill-at", stage, "--kill-file", target.file}}});
