@@ -33,6 +33,7 @@ for stage in $stages; do
   case "$stage" in
     format)
       (cd "$root" && git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run -Werror)
+      report format
       ;;
     asan)
       dir="${ASAN_BUILD_DIR:-$build-asan}"

@@ -8,6 +8,10 @@
 #include <string_view>
 #include <vector>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// How an entry's bytes are stored in the zip.
@@ -203,3 +207,5 @@ class ArchiveReader {
 };
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -12,9 +12,12 @@
 #include <thread>
 #include <vector>
 
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/training_state.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -131,3 +134,5 @@ class AsyncSaver {
 };
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

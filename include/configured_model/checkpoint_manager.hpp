@@ -8,11 +8,14 @@
 #include <vector>
 
 #include "configured_model/async_saver.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/training_state.hpp"
 
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
+CONFIGURED_MODEL_API_BEGIN
+
 namespace c10d {
 class ProcessGroup;
 }
@@ -168,3 +171,5 @@ class CheckpointManager {
 };
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

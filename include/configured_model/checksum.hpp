@@ -4,6 +4,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// CRC-32 (the zip / zlib polynomial) of `n` bytes, continuing from `crc` (0 to start).
@@ -23,3 +27,5 @@ std::uint32_t crc32_combine(std::uint32_t crc_a, std::uint32_t crc_b, std::uint6
 inline constexpr std::size_t kCrcSliceBytes = 512 << 10;
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -6,6 +6,9 @@
 #include <type_traits>
 
 #include "configured_model/errors.hpp"
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 namespace detail {
@@ -99,3 +102,5 @@ Config config_from_json(const nlohmann::json& j, const std::string& file) {
 }
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -19,6 +19,7 @@
 #include "configured_model/config.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/lazy_file.hpp"
 #include "configured_model/logging.hpp"
@@ -34,6 +35,8 @@
 #include "configured_model/verify.hpp"
 #include "configured_model/version.hpp"
 #include "configured_model/weights.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 namespace detail {
@@ -230,3 +233,5 @@ class ConfiguredModel : public torch::nn::Module {
 };
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -16,9 +16,12 @@
 
 #include "configured_model/async_saver.hpp"
 #include "configured_model/errors.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/training_state.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -166,3 +169,5 @@ DistributedCheckpointInfo inspect_distributed(const std::string& directory);
 void verify_distributed(const std::string& directory);
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -7,6 +7,10 @@
 #include <string>
 #include <string_view>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// numpy's name for a torch dtype ("float32", "int64", "bool", ...); bfloat16 gives "bfloat16",
@@ -22,3 +26,5 @@ std::string torch_dtype_name(c10::ScalarType dtype);
 std::optional<c10::ScalarType> parse_dtype_name(std::string_view name);
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -7,6 +7,10 @@
 #include <string>
 #include <string_view>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// Root of every exception this library throws. Messages follow one recipe:
@@ -79,3 +83,5 @@ std::string shape_text(c10::IntArrayRef shape);
 
 }  // namespace detail
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -6,9 +6,12 @@
 #include <string>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/tree.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -80,3 +83,5 @@ std::string read_stream(std::istream& in, const ArchiveLimits& limits);
 }  // namespace detail
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

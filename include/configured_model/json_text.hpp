@@ -6,6 +6,10 @@
 #include <string>
 #include <string_view>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// How JSON text is laid out.
@@ -34,3 +38,5 @@ nlohmann::ordered_json parse_json(std::string_view text, std::string_view file,
                                   std::string_view entry, const JsonLimits& limits = {});
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -10,9 +10,12 @@
 #include <vector>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -84,3 +87,5 @@ class LazyFile {
 };
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -5,6 +5,10 @@
 
 #include <memory>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// The library's logger, named "configured_model". Created on first use (registered with spdlog
@@ -18,3 +22,5 @@ std::shared_ptr<spdlog::logger> logger();
 void set_logger(std::shared_ptr<spdlog::logger> logger);
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -5,8 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/export.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/tree.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -31,3 +34,5 @@ void check_metadata(const nlohmann::ordered_json& meta, const std::string& file,
                     const ReadOptions& options);
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

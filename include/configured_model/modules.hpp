@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// Builds a module from keyword arguments (a JSON object, e.g. `{"negative_slope": 0.1}`).
@@ -35,3 +39,5 @@ std::vector<std::string> activation_names();
 std::vector<std::string> loss_names();
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

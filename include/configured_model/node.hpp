@@ -11,6 +11,10 @@
 #include <variant>
 #include <vector>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// A tree of JSON values and tensors: what a `.zanj` file holds.
@@ -107,3 +111,5 @@ class Node {
 std::optional<std::string> first_difference(const Node& a, const Node& b);
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

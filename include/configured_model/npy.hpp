@@ -10,6 +10,10 @@
 #include <string_view>
 #include <vector>
 
+#include "configured_model/export.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
+
 namespace zanj {
 
 /// The 6 bytes every `.npy` file starts with.
@@ -81,3 +85,5 @@ at::Tensor decode_npy(std::string_view bytes, std::string_view file = {},
                       std::string_view entry = {});
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

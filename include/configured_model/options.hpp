@@ -10,7 +10,10 @@
 #include <string>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/json_text.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -93,3 +96,5 @@ struct ReadOptions {
 };
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

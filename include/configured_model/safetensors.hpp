@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/state_dict.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -89,3 +92,5 @@ std::string safetensors_bytes(const StateDict& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -9,10 +9,13 @@
 #include <utility>
 #include <vector>
 
+#include "configured_model/export.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/tree.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -89,3 +92,5 @@ std::string short_type_name(const std::string& demangled);
 
 }  // namespace detail
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -4,9 +4,12 @@
 #include <string>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/state_dict.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -61,3 +64,5 @@ Node read_torch(const std::string& path, const ReadOptions& options, bool map_to
 }  // namespace detail
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

@@ -12,8 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -127,6 +130,8 @@ template <class Model>
 Run<Model> resume(const std::string& path, const ReadOptions& options = {});
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END
 
 // ---- template definitions ----
 #include "configured_model/errors.hpp"

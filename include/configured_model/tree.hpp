@@ -10,8 +10,11 @@
 #include <vector>
 
 #include "configured_model/archive.hpp"
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -61,3 +64,5 @@ std::string base64_decode(std::string_view text);
 }  // namespace detail
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

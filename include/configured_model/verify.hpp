@@ -5,7 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/export.hpp"
 #include "configured_model/options.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -27,3 +30,5 @@ struct VerifyReport {
 VerifyReport verify(const std::string& path, const ReadOptions& options = {});
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

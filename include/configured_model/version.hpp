@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include "configured_model/export.hpp"
+
 /// Library version (one source of truth; CMake's project() version must match).
 #define CONFIGURED_MODEL_VERSION_MAJOR 0
 #define CONFIGURED_MODEL_VERSION_MINOR 1
 #define CONFIGURED_MODEL_VERSION_PATCH 0
 #define CONFIGURED_MODEL_VERSION_STRING "0.1.0"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -18,3 +22,5 @@ inline constexpr int kFormatVersion = 1;
 inline constexpr const char* kLibraryVersion = CONFIGURED_MODEL_VERSION_STRING;
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END

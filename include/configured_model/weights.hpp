@@ -9,9 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
 #include "configured_model/options.hpp"
 #include "configured_model/state_dict.hpp"
+
+CONFIGURED_MODEL_API_BEGIN
 
 namespace zanj {
 
@@ -108,3 +111,5 @@ void load_weights(torch::nn::Module& module, const std::string& path,
                   const LoadWeightsOptions& options = {});
 
 }  // namespace zanj
+
+CONFIGURED_MODEL_API_END
