@@ -522,7 +522,9 @@ int main(int argc, char** argv) {
     std::map<std::string, double> rss;
     for (const char* op : {"baseline", "construct", "save", "torch_save", "read_copy", "read_mmap",
                            "load", "save_async", "save_async_2"}) {
-      rss[op] = child_peak_kb(op, std::string(op) == "torch_save" ? pt : zf, config) / 1e3;
+      rss[op] = static_cast<double>(
+                    child_peak_kb(op, std::string(op) == "torch_save" ? pt : zf, config)) /
+                1e3;
     }
 
     auto ratio = [&](const std::string& a, const std::string& b) { return s[a] / s[b]; };
@@ -599,7 +601,9 @@ int main(int argc, char** argv) {
         const bool whole_model = r.key.rfind("lazy", 0) != 0 && r.key.rfind("mmap", 0) != 0 &&
                                  r.key != "safetensors_mmap_open" && r.key != "construct" &&
                                  r.key != "read_mmap";
-        if (whole_model) std::snprintf(speed, sizeof speed, "%.2f", bytes / r.value / 1e9);
+        if (whole_model) {
+          std::snprintf(speed, sizeof speed, "%.2f", static_cast<double>(bytes) / r.value / 1e9);
+        }
       } else if (r.unit == "MB") {
         std::snprintf(value, sizeof value, "%.0f MB", r.value);
       } else {
