@@ -13,9 +13,9 @@
 #include "configured_model/options.hpp"
 #include "configured_model/training_state.hpp"
 
-#ifdef CONFIGURED_MODEL_DISTRIBUTED
 CONFIGURED_MODEL_API_BEGIN
 
+#ifdef CONFIGURED_MODEL_DISTRIBUTED
 namespace c10d {
 class ProcessGroup;
 }
