@@ -4,6 +4,9 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <unordered_set>
+#include <vector>
 
 #include "configured_model/errors.hpp"
 
@@ -231,14 +234,30 @@ nlohmann::ordered_json parse_json(std::string_view text, std::string_view file,
       }
     }
   }
+  // JSON leaves duplicate keys to the reader and nlohmann keeps one silently: refused here, so
+  // that no object (a tree node, a safetensors header, an index) can say two things at once.
+  std::vector<std::unordered_set<std::string>> keys_seen;  // one set per open object
+  const ojson::parser_callback_t refuse_duplicates = [&](int, ojson::parse_event_t event,
+                                                         ojson& parsed) {
+    if (event == ojson::parse_event_t::object_start) {
+      keys_seen.emplace_back();
+    } else if (event == ojson::parse_event_t::object_end) {
+      keys_seen.pop_back();
+    } else if (event == ojson::parse_event_t::key && !keys_seen.empty() &&
+               !keys_seen.back().insert(parsed.get<std::string>()).second) {
+      detail::throw_format_error(
+          file, entry, "duplicate key \"" + parsed.get<std::string>() + "\" in a JSON object");
+    }
+    return true;
+  };
   ojson result;
   try {
     if (rewriting) {
       rewritten.append(text.substr(copied_upto));
-      result = ojson::parse(rewritten);
+      result = ojson::parse(rewritten, refuse_duplicates);
       restore_non_finite(result);
     } else {
-      result = ojson::parse(text);
+      result = ojson::parse(text, refuse_duplicates);
     }
   } catch (const nlohmann::json::exception& e) {
     detail::throw_format_error(file, entry, std::string("malformed JSON: ") + e.what());

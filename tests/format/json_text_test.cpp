@@ -85,4 +85,15 @@ TEST(JsonTextTest, RefusesTheReservedSentinel) {
   EXPECT_THROW(zanj::parse_json(R"(["\u0000zanj:NaN"])", "f", "e"), zanj::FormatError);
 }
 
+TEST(JsonTextTest, DuplicateKeysAreRefusedNamingTheKey) {
+  EXPECT_THAT([] { zanj::parse_json(R"({"a": 1, "b": {"c": 2, "c": 3}})", "f.zanj", "e.json"); },
+              zanj_test::Throws<zanj::FormatError>("f.zanj", "e.json",
+                                                   "duplicate key \"c\" in a JSON object"));
+  // The same key in different objects, or twice in a list of objects, is fine.
+  const auto ok = zanj::parse_json(R"({"a": {"x": 1}, "b": {"x": 2}, "l": [{"x": 1}, {"x": 2}]})",
+                                   "f.zanj", "e.json");
+  EXPECT_EQ(ok["b"]["x"], 2);
+  EXPECT_EQ(ok["l"][1]["x"], 2);
+}
+
 }  // namespace

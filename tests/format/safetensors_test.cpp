@@ -233,6 +233,13 @@ TEST(HostileSafetensors, HeadersThatLieAreFormatErrors) {
   expect_refused(with_header("{}", "", 4000), "does not fit");
   expect_refused("\x01\x02", "too short");
   expect_refused(with_header("[1,2]", ""), "not a JSON object");
+  // A key twice (last one winning would read these bytes as int32): refused by name.
+  expect_refused(with_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                             "\"a\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                             f8),
+                 "duplicate key \"a\"");
+  expect_refused(with_header("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", ""),
+                 "duplicate key \"k\"");
   expect_refused(with_header("{\"a\":", ""), "header");
   expect_refused(with_header(one("F32", "[2]", "[0,16]"), f8), "outside the 8 data bytes");
   expect_refused(with_header(one("F32", "[3]", "[0,8]"), f8),
