@@ -12,6 +12,8 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
 #include <configured_model/distributed.hpp>
 #endif
@@ -92,11 +94,14 @@ bool is_distributed(const std::string& path) {
 
 // Any format the library reads (.zanj, Python and libtorch .pt, safetensors, a distributed
 // checkpoint's directory) as a tree.
-zanj::Node read_tree(const std::string& file) {
+// The whole tree of FILE. `mapped`: tensors alias a mapping of the file where they can (for
+// verbs that look at shapes, not data: no tensor bytes are read).
+zanj::Node read_tree(const std::string& file, bool mapped = false) {
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
   if (is_distributed(file)) return zanj::read_distributed(file, 0, 1);
 #endif
   zanj::ReadOptions options;
+  options.mmap = mapped;
   options.progress = progress_for("reading " + file);
   return zanj::read_weights(file, options);
 }
@@ -305,7 +310,7 @@ std::vector<Row> foreign_rows(const std::string& file, zanj::WeightsFormat forma
     }
     return rows;
   }
-  walk_node(read_tree(file), "", rows);
+  walk_node(read_tree(file, /*mapped=*/true), "", rows);
   const std::string storage = zanj::format_name(format);
   for (auto& r : rows) r.storage = storage;
   return rows;
@@ -562,16 +567,24 @@ void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key
     return;
   }
   if (a.is_dict() && b.is_dict()) {
+    // Keys indexed once per side: Node::find scans, which is quadratic over large dicts.
+    const auto index = [](const zanj::Node& n) {
+      std::unordered_map<std::string_view, const zanj::Node*> keys;
+      for (const auto& [k, v] : n.as_dict()) keys.emplace(k, &v);
+      return keys;
+    };
+    const auto in_a = index(a), in_b = index(b);
     for (const auto& [k, v] : a.as_dict()) {
       if (key.empty() && k == "meta") continue;  // informational model metadata
-      if (const auto* w = b.find(k))
-        diff_nodes(v, *w, child(k), out);
+      const auto w = in_b.find(k);
+      if (w != in_b.end())
+        diff_nodes(v, *w->second, child(k), out);
       else
         out.push_back({child(k), "missing", "only in A"});
     }
     for (const auto& [k, v] : b.as_dict()) {
       if (key.empty() && k == "meta") continue;
-      if (!a.contains(k)) out.push_back({child(k), "extra", "only in B"});
+      if (in_a.count(k) == 0) out.push_back({child(k), "extra", "only in B"});
     }
     return;
   }

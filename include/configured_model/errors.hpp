@@ -41,6 +41,15 @@ class UnsafeContentError : public FormatError {
   using FormatError::FormatError;
 };
 
+/// Reading a file would take more than a configured limit allows (ReadOptions::memory_budget,
+/// the pickle, JSON or archive limits): a small file that expands to gigabytes, a view that would
+/// be materialised far beyond its storage. The message names the file, the entry and the limit.
+/// Nothing past the limit was allocated.
+class LimitError : public FormatError {
+ public:
+  using FormatError::FormatError;
+};
+
 /// A model config could not be converted from or to JSON (missing field, wrong JSON type), or a
 /// name in it (activation, loss) is not registered.
 class ConfigError : public Error {

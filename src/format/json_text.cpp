@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "configured_model/errors.hpp"
+#include "json_object.hpp"
 
 namespace zanj {
 namespace {
@@ -97,23 +98,89 @@ void dump_value(const ojson& v, JsonStyle style, int depth, std::string& out) {
   }
 }
 
-// Replaces sentinel strings by the non-finite doubles they stand for.
-void restore_non_finite(ojson& v) {
-  if (v.is_string()) {
-    const auto& s = v.get_ref<const std::string&>();
-    if (!s.empty() && s[0] == '\0') {
-      if (s == kNaNValue) {
-        v = std::numeric_limits<double>::quiet_NaN();
-      } else if (s == kInfValue) {
-        v = std::numeric_limits<double>::infinity();
-      } else if (s == kNegInfValue) {
-        v = -std::numeric_limits<double>::infinity();
-      }
+// Builds the parsed value in one pass, linear in its size: nlohmann's own parser inserts each
+// key of an ordered object with a search of the keys before it (quadratic in an object's size),
+// while the builder appends, keeping one hash set of the keys per open object. JSON leaves
+// duplicate keys to the reader and nlohmann keeps the last silently: refused here, so that no
+// object (a tree node, a safetensors header, an index) can say two things at once. Sentinel
+// strings become the non-finite doubles they stand for.
+class TreeBuilder : public nlohmann::json_sax<ojson> {
+ public:
+  TreeBuilder(ojson& root, std::string_view file, std::string_view entry)
+      : root_(root), file_(file), entry_(entry) {}
+
+  bool null() override { return add(ojson(nullptr)); }
+  bool boolean(bool v) override { return add(ojson(v)); }
+  bool number_integer(number_integer_t v) override { return add(ojson(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return add(ojson(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return add(ojson(v)); }
+  bool string(string_t& v) override {
+    if (!v.empty() && v[0] == '\0') {
+      if (v == kNaNValue) return add(ojson(std::numeric_limits<double>::quiet_NaN()));
+      if (v == kInfValue) return add(ojson(std::numeric_limits<double>::infinity()));
+      if (v == kNegInfValue) return add(ojson(-std::numeric_limits<double>::infinity()));
     }
-  } else if (v.is_structured()) {
-    for (auto& item : v) restore_non_finite(item);
+    return add(ojson(std::move(v)));
   }
-}
+  bool binary(binary_t&) override { return false; }  // not produced by text JSON
+  bool start_object(std::size_t) override {
+    open(ojson::object());
+    keys_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second) {
+      detail::throw_format_error(file_, entry_, "duplicate key \"" + k + "\" in a JSON object");
+    }
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    stack_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    open(ojson::array());
+    return true;
+  }
+  bool end_array() override {
+    stack_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    detail::throw_format_error(file_, entry_, "malformed JSON: " + detail::json_error_text(e));
+  }
+
+ private:
+  // Places a finished value in the open container (or at the root) and returns where it lives.
+  ojson* place(ojson&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    ojson& parent = *stack_.back();
+    if (parent.is_array()) {
+      auto& items = parent.get_ref<ojson::array_t&>();
+      items.push_back(std::move(v));
+      return &items.back();
+    }
+    auto& members = parent.get_ref<ojson::object_t&>();
+    members.Container::emplace_back(std::move(key_), std::move(v));  // unique: checked in key()
+    return &members.back().second;
+  }
+  bool add(ojson&& v) {
+    place(std::move(v));
+    return true;
+  }
+  void open(ojson&& container) { stack_.push_back(place(std::move(container))); }
+
+  ojson& root_;
+  std::string_view file_, entry_;
+  std::vector<ojson*> stack_;  // the open containers; pointers stay valid: only the last grows
+  std::vector<std::unordered_set<std::string>> keys_;
+  std::string key_;
+};
 
 }  // namespace
 
@@ -234,33 +301,14 @@ nlohmann::ordered_json parse_json(std::string_view text, std::string_view file,
       }
     }
   }
-  // JSON leaves duplicate keys to the reader and nlohmann keeps one silently: refused here, so
-  // that no object (a tree node, a safetensors header, an index) can say two things at once.
-  std::vector<std::unordered_set<std::string>> keys_seen;  // one set per open object
-  const ojson::parser_callback_t refuse_duplicates = [&](int, ojson::parse_event_t event,
-                                                         ojson& parsed) {
-    if (event == ojson::parse_event_t::object_start) {
-      keys_seen.emplace_back();
-    } else if (event == ojson::parse_event_t::object_end) {
-      keys_seen.pop_back();
-    } else if (event == ojson::parse_event_t::key && !keys_seen.empty() &&
-               !keys_seen.back().insert(parsed.get<std::string>()).second) {
-      detail::throw_format_error(
-          file, entry, "duplicate key \"" + parsed.get<std::string>() + "\" in a JSON object");
-    }
-    return true;
-  };
   ojson result;
+  TreeBuilder builder(result, file, entry);
   try {
-    if (rewriting) {
-      rewritten.append(text.substr(copied_upto));
-      result = ojson::parse(rewritten, refuse_duplicates);
-      restore_non_finite(result);
-    } else {
-      result = ojson::parse(text, refuse_duplicates);
-    }
+    if (rewriting) rewritten.append(text.substr(copied_upto));
+    const std::string_view input = rewriting ? std::string_view(rewritten) : text;
+    ojson::sax_parse(input.begin(), input.end(), &builder);
   } catch (const nlohmann::json::exception& e) {
-    detail::throw_format_error(file, entry, std::string("malformed JSON: ") + e.what());
+    detail::throw_format_error(file, entry, "malformed JSON: " + detail::json_error_text(e));
   }
   return result;
 }

@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "configured_model/errors.hpp"
 
@@ -106,6 +107,21 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
+bool same_key(const PyObject& a, const PyObject& b) {
+  return a.kind == b.kind && a.text == b.text && a.integer == b.integer &&
+         a.boolean == b.boolean && std::memcmp(&a.floating, &b.floating, sizeof a.floating) == 0;
+}
+
+// Records that key `k` is at `position` unless the index has it already; returns its position.
+std::size_t index_key(PyObject::DictIndex& index, const PyObject& k, std::size_t position) {
+  if (k.kind == Kind::kStr) return index.by_str.emplace(k.text, position).first->second;
+  if (k.kind == Kind::kInt) return index.by_int.emplace(k.integer, position).first->second;
+  return position;  // other kinds are scanned
+}
+
+constexpr std::size_t kScanLimit = 16;        // dict keys looked up by a scan, no index
+constexpr std::uint64_t kIndexSlotBytes = 64;  // a hash node and its key, counted per entry
+
 class Unpickler {
  public:
   Unpickler(std::string_view bytes, const std::string& file, const std::string& entry,
@@ -131,9 +147,22 @@ class Unpickler {
 
  private:
   PyRef make(Kind kind) {
-    heap_.objects.push_back(std::make_unique<PyObject>());
-    heap_.objects.back()->kind = kind;
-    return heap_.objects.back().get();
+    charge(sizeof(PyObject));
+    heap_.objects.emplace_back();
+    heap_.objects.back().kind = kind;
+    return &heap_.objects.back();
+  }
+
+  // Counts `bytes` more of the arena against the budget before they are allocated.
+  void charge(std::uint64_t bytes) {
+    if (bytes > limits_.max_bytes - used_bytes_) {
+      throw LimitError(detail::message(
+          file_, entry_,
+          "pickle at byte " + std::to_string(op_at_) + ": its objects would take more than " +
+              std::to_string(limits_.max_bytes) +
+              " bytes (PickleLimits::max_bytes / ReadOptions::memory_budget)"));
+    }
+    used_bytes_ += bytes;
   }
 
   [[noreturn]] void fail(const std::string& what) const {
@@ -206,6 +235,7 @@ class Unpickler {
     return items;
   }
   PyRef tuple(std::vector<PyRef> items) {
+    charge(items.size() * sizeof(PyRef));
     auto t = make(Kind::kTuple);
     t->items = std::move(items);
     return t;
@@ -216,12 +246,33 @@ class Unpickler {
     }
     return v;
   }
-  void memo_put(std::uint64_t index) { memo_[index] = top(); }
+  // The memo: indices as pickle writes them (0, 1, 2, ...) in a vector, any others in a hash.
+  void memo_put(std::uint64_t index) {
+    const PyRef value = top();
+    if (index < memo_dense_.size()) {
+      memo_dense_[index] = value;
+    } else if (index == memo_dense_.size()) {
+      charge(sizeof(PyRef));
+      memo_dense_.push_back(value);
+    } else {
+      const auto [at, inserted] = memo_.emplace(index, value);
+      if (inserted) {
+        charge(48);  // a hash node
+      } else {
+        at->second = value;
+      }
+    }
+  }
   void memo_get(std::uint64_t index) {
+    if (index < memo_dense_.size() && memo_dense_[index]) {
+      push(memo_dense_[index]);
+      return;
+    }
     const auto it = memo_.find(index);
     if (it == memo_.end()) fail("memo index " + std::to_string(index) + " was never stored");
     push(it->second);
   }
+  std::size_t memo_size() const { return memo_dense_.size() + memo_.size(); }
 
   void add_global(const std::string& module, const std::string& name) {
     if (!allowed_global(module, name)) {
@@ -238,6 +289,7 @@ class Unpickler {
 
   void append_to(const PyRef& list, std::vector<PyRef> items) {
     if (list->kind != Kind::kList) fail(std::string("APPEND(S) to a ") + kind_name(list->kind));
+    charge(items.size() * sizeof(PyRef));
     for (auto& i : items) list->items.push_back(std::move(i));
   }
   void set_items(const PyRef& dict, std::vector<PyRef> kv) {
@@ -249,16 +301,33 @@ class Unpickler {
           k->kind != Kind::kNone && k->kind != Kind::kFloat) {
         fail(std::string("dict key of type ") + kind_name(k->kind) + " (expected str or int)");
       }
-      bool replaced = false;
-      for (auto& [ek, ev] : dict->entries) {  // same key again: Python keeps the last value
-        if (ek->kind == k->kind && ek->text == k->text && ek->integer == k->integer &&
-            ek->boolean == k->boolean && ek->floating == k->floating) {
-          ev = kv[i + 1];
-          replaced = true;
-          break;
+      // Same key again: Python keeps the first position and the last value. Short dicts are
+      // scanned; longer ones get a hash index, so a dict of n keys costs O(n), not O(n^2).
+      charge(sizeof(dict->entries[0]) + k->text.size());
+      auto& entries = dict->entries;
+      if (!entries.empty() && entries.front().first->kind != k->kind) dict->mixed_keys = true;
+      if (!dict->index && entries.size() >= kScanLimit) {
+        charge(entries.size() * kIndexSlotBytes);
+        dict->index = std::make_unique<PyObject::DictIndex>();
+        for (std::size_t e = 0; e < entries.size(); ++e) index_key(*dict->index, *entries[e].first, e);
+      }
+      std::size_t found = entries.size();
+      if (dict->index && (k->kind == Kind::kStr || k->kind == Kind::kInt)) {
+        charge(kIndexSlotBytes);
+        found = index_key(*dict->index, *k, entries.size());
+      } else {
+        for (std::size_t e = 0; e < entries.size(); ++e) {
+          if (same_key(*entries[e].first, *k)) {
+            found = e;
+            break;
+          }
         }
       }
-      if (!replaced) dict->entries.emplace_back(k, kv[i + 1]);
+      if (found == entries.size()) {
+        entries.emplace_back(k, kv[i + 1]);
+      } else {
+        entries[found].second = kv[i + 1];
+      }
     }
   }
 
@@ -379,6 +448,7 @@ class Unpickler {
     if (f == "torch.device") {
       auto s = make(Kind::kStr);
       for (std::size_t i = 0; i < a.size(); ++i) {
+        charge(a[i]->text.size() + 24);
         if (a[i]->kind == Kind::kStr)
           s->text += (i ? ":" : "") + a[i]->text;
         else if (a[i]->kind == Kind::kInt)
@@ -499,8 +569,10 @@ class Unpickler {
                           : (op == 0x8d || op == 0x8e)           ? 8
                                                                  : 4;
         const std::uint64_t n = uint_le(width);
+        const auto text = take(n);
+        charge(text.size());
         auto s = make((op == 'B' || op == 'C' || op == 0x8e) ? Kind::kBytes : Kind::kStr);
-        s->text = std::string(take(n));
+        s->text = std::string(text);
         push(std::move(s));
         break;
       }
@@ -516,6 +588,7 @@ class Unpickler {
       case 'l': {  // LIST
         auto l = make(Kind::kList);
         l->items = pop_mark();
+        charge(l->items.size() * sizeof(PyRef));
         push(std::move(l));
         break;
       }
@@ -565,7 +638,7 @@ class Unpickler {
         memo_put(uint_le(4));
         break;
       case 0x94:  // MEMOIZE
-        memo_put(memo_.size());
+        memo_put(memo_size());
         break;
       case 'p':  // PUT (text)
         memo_put(memo_index_line());
@@ -645,8 +718,10 @@ class Unpickler {
   Pickled heap_;
   std::size_t pos_ = 0;
   std::size_t op_at_ = 0;
+  std::uint64_t used_bytes_ = 0;
   std::vector<PyRef> stack_;
   std::vector<std::size_t> marks_;
+  std::vector<PyRef> memo_dense_;
   std::unordered_map<std::uint64_t, PyRef> memo_;
   std::map<std::string, PyRef> storages_;
 };
@@ -654,35 +729,62 @@ class Unpickler {
 struct Converter {
   const std::string& file;
   const PickleLimits& limits;
-  std::unordered_map<const PyObject*, std::uint64_t> sizes;
+  struct Cost {
+    std::uint64_t values = 0, bytes = 0;
+  };
 
-  // How many values the tree will hold once shared containers are expanded, computed on the
-  // object graph (each object once) before anything is built. Cycles hit the depth limit.
-  std::uint64_t expanded(const PyRef& v, std::size_t depth, const std::string& path) {
+  // What the tree will hold once shared values are expanded (a Node copies a string or list at
+  // each reference), computed on the object graph (each object once) before anything is built:
+  // the values, and their bytes. A tensor is a view of its storage and costs nothing more,
+  // unless it overlaps itself (a zero or small stride) and so holds more elements than its
+  // storage: every writer and most users materialise it, so its full size counts. Cycles hit
+  // the depth limit.
+  Cost expanded(const PyRef& v, std::size_t depth) {
     if (depth > limits.max_depth) {
-      detail::throw_format_error(file, path,
+      detail::throw_format_error(file, "",
                                  "nested deeper than " + std::to_string(limits.max_depth) +
                                      " levels (or a container holds itself)");
     }
-    const auto it = sizes.find(v);
-    if (it != sizes.end()) return it->second;
-    std::uint64_t n = 1;
-    const auto add = [&](std::uint64_t k) { n = std::min<std::uint64_t>(n + k, ~0ULL >> 1); };
-    for (std::size_t i = 0; i < v->items.size(); ++i) {
-      add(expanded(v->items[i], depth + 1, path + "/" + std::to_string(i)));
+    if (v->cost_values != 0) return {v->cost_values, v->cost_bytes};
+    constexpr std::uint64_t kCap = ~0ULL >> 1;
+    Cost c{1, sizeof(Node) + v->text.size()};
+    const auto add = [&](const Cost& k) {
+      c.values = std::min(c.values + k.values, kCap);
+      c.bytes = std::min(c.bytes + k.bytes, kCap);
+    };
+    if (v->kind == Kind::kTensor && v->tensor.defined()) {
+      const auto logical = static_cast<std::uint64_t>(v->tensor.numel()) *
+                           static_cast<std::uint64_t>(v->tensor.element_size());
+      const auto stored = v->tensor.storage().nbytes();
+      if (logical > stored) add({0, logical});
     }
-    for (const auto& [k, val] : v->entries) add(expanded(val, depth + 1, path + "/…"));
-    sizes.emplace(v, n);
-    return n;
+    for (std::size_t i = 0; i < v->items.size(); ++i) {
+      add(expanded(v->items[i], depth + 1));
+    }
+    for (const auto& [k, val] : v->entries) {
+      add({0, sizeof(std::string) + k->text.size()});
+      add(expanded(val, depth + 1));
+    }
+    v->cost_values = c.values;
+    v->cost_bytes = c.bytes;
+    return c;
   }
 
   Node run(const PyRef& v) {
-    const std::uint64_t n = expanded(v, 0, "");
-    if (n > limits.max_values) {
-      detail::throw_format_error(
+    const Cost c = expanded(v, 0);
+    if (c.values > limits.max_values) {
+      throw LimitError(detail::message(
           file, "",
-          "would expand to " + std::to_string(n) + " values, more than the limit of " +
-              std::to_string(limits.max_values) + " (shared containers repeat)");
+          "would expand to " + std::to_string(c.values) + " values, more than the limit of " +
+              std::to_string(limits.max_values) + " (shared containers repeat)"));
+    }
+    if (c.bytes > limits.max_bytes) {
+      throw LimitError(detail::message(
+          file, "",
+          "would expand to " + std::to_string(c.bytes) + " bytes, more than the budget of " +
+              std::to_string(limits.max_bytes) +
+              " (ReadOptions::memory_budget): values shared by reference repeat at each "
+              "reference, and a view that overlaps itself counts at its full size"));
     }
     return convert(v, 0, "");
   }
@@ -722,6 +824,7 @@ struct Converter {
       case Kind::kDict: {
         Node::Dict out;
         out.reserve(v->entries.size());
+        std::unordered_set<std::string> seen;  // keys of one kind are distinct already
         for (const auto& [k, val] : v->entries) {
           std::string key;
           switch (k->kind) {
@@ -741,10 +844,8 @@ struct Converter {
               key = nlohmann::json(k->floating).dump();
               break;
           }
-          for (const auto& [existing, unused] : out) {
-            if (existing == key) {
-              detail::throw_format_error(file, path, "two dict keys both read as '" + key + "'");
-            }
+          if (v->mixed_keys && !seen.insert(key).second) {
+            detail::throw_format_error(file, path, "two dict keys both read as '" + key + "'");
           }
           out.emplace_back(key, convert(val, depth + 1, path + "/" + key));
         }
@@ -924,7 +1025,7 @@ Pickled unpickle(std::string_view bytes, const std::string& file, const std::str
 }
 
 Node to_node(const Pickled& value, const std::string& file, const PickleLimits& limits) {
-  Converter c{file, limits, {}};
+  Converter c{file, limits};
   return c.run(value.root);
 }
 

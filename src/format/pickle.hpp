@@ -8,10 +8,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -22,6 +24,8 @@ namespace zanj::detail {
 struct PyObject;
 /// Objects belong to the Pickled they came from (an arena), so references are plain pointers: a
 /// list that holds itself does not leak, and 100,000 nested lists are freed without recursing.
+/// The arena is charged against PickleLimits::max_bytes as it grows (objects are kept until the
+/// end, so a payload that builds and drops millions of objects is refused, not followed).
 using PyRef = PyObject*;
 
 /// One value of an unpickled payload. Lists and dicts are shared by reference, as in Python
@@ -49,11 +53,21 @@ struct PyObject {
   std::vector<PyRef> items;                      ///< tuple, list
   std::vector<std::pair<PyRef, PyRef>> entries;  ///< dict (insertion order)
   at::Tensor tensor;                             ///< tensor; storage: a 1-D tensor of its dtype
+  /// dict: entry position by str key (viewing the key's own text) and by int key, built once a
+  /// dict outgrows a short linear scan; bool, None and float keys are few and scanned.
+  struct DictIndex {
+    std::unordered_map<std::string_view, std::size_t> by_str;
+    std::unordered_map<std::int64_t, std::size_t> by_int;
+  };
+  std::unique_ptr<DictIndex> index;
+  bool mixed_keys = false;  ///< dict: keys of more than one kind (their texts may collide)
+  /// Filled in by to_node's costing pass (each object is costed once however often it is shared).
+  std::uint64_t cost_values = 0, cost_bytes = 0;
 };
 
 /// An unpickled payload: every object it built, and the one STOP returned.
 struct Pickled {
-  std::vector<std::unique_ptr<PyObject>> objects;
+  std::deque<PyObject> objects;  ///< addresses stay put as it grows and when it is moved
   PyRef root = nullptr;
 };
 
@@ -66,6 +80,10 @@ struct PickleLimits {
   std::size_t max_depth = 512;          ///< nesting of containers
   std::size_t max_values = 50'000'000;  ///< values built from the tree (shared ones count again)
   std::size_t max_stack = 10'000'000;   ///< items on the unpickler's stack
+  /// Bytes the unpickler's objects may take, and separately the bytes the tree built from them
+  /// may take with shared values counted at each reference and views that overlap themselves
+  /// (a zero stride) counted at their full size. Exceeded: LimitError.
+  std::uint64_t max_bytes = 1ULL << 30;
 };
 
 /// Unpickles `bytes` (the payload of `file`'s `entry`). Refuses any global outside the weights

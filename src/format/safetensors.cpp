@@ -15,10 +15,13 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
+#include "json_object.hpp"
 #include "durable_file.hpp"
 
 namespace fs = std::filesystem;
@@ -401,8 +404,9 @@ Prepared prepare(const StateDict& tensors, const std::map<std::string, std::stri
   }
   Prepared p;
   std::uint64_t at = 0;
+  std::unordered_set<std::string_view> keys;
   for (const auto& [key, input] : tensors) {
-    if (key == "__metadata__" || h.contains(key)) {
+    if (key == "__metadata__" || !keys.insert(key).second) {
       throw FormatError("safetensors: key '" + key + "' is reserved or repeated");
     }
     const char* name = dtype_name(input.scalar_type());
@@ -412,7 +416,8 @@ Prepared prepare(const StateDict& tensors, const std::map<std::string, std::stri
     }
     at::Tensor t = input.detach().to(at::kCPU).contiguous();
     const std::uint64_t n = static_cast<std::uint64_t>(t.numel()) * t.element_size();
-    h[key] = {{"dtype", name}, {"shape", t.sizes().vec()}, {"data_offsets", {at, at + n}}};
+    detail::append_member(
+        h, key, {{"dtype", name}, {"shape", t.sizes().vec()}, {"data_offsets", {at, at + n}}});
     at += n;
     p.data.push_back(std::move(t));
   }

@@ -139,8 +139,10 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
       }
       return t;
     };
-    const auto value = detail::unpickle(payload, file, pickle_entry, load);
-    Node root = detail::to_node(value, file);
+    detail::PickleLimits limits;
+    limits.max_bytes = options.memory_budget;
+    const auto value = detail::unpickle(payload, file, pickle_entry, load, limits);
+    Node root = detail::to_node(value, file, limits);
     logger()->info("read torch.save file {} ({} entries{})", file, archive.entries().size(),
                    options.mmap ? ", mapped" : "");
     return root;

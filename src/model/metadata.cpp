@@ -13,6 +13,7 @@
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
 #include "configured_model/version.hpp"
+#include "../format/json_object.hpp"
 
 #ifndef CONFIGURED_MODEL_COMPILER
 #define CONFIGURED_MODEL_COMPILER "unknown"
@@ -92,7 +93,7 @@ nlohmann::ordered_json make_metadata(const SaveOptions& options,
     return a->info["path"].size() < b->info["path"].size();
   });
   ojson info = ojson::object();
-  for (const auto* e : order) info[e->name] = e->info;
+  for (const auto* e : order) detail::append_member(info, e->name, e->info);  // names are distinct
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   return {{"zanj_cfg", cfg},

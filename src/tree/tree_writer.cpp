@@ -2,6 +2,7 @@
 // Node -> ZANJ JSON + external entries (the save direction of the tree concept).
 #include <ATen/ATen.h>
 
+#include <string_view>
 #include <unordered_set>
 
 #include "configured_model/dtype.hpp"
@@ -9,6 +10,7 @@
 #include "configured_model/json_text.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
+#include "../format/json_object.hpp"
 
 namespace zanj {
 namespace {
@@ -113,8 +115,13 @@ class Writer {
       return out;
     }
     ojson out = ojson::object();
+    std::unordered_set<std::string_view> keys;  // the readers refuse a repeated key: so do we
     for (const auto& [key, value] : node.as_dict()) {
-      out[key] = walk(value, child(path, ojson(key)), keep_inline);
+      if (!keys.insert(key).second) {
+        throw UsageError(detail::message(path_string(path), key,
+                                         "the dict holds this key twice (keys must be distinct)"));
+      }
+      detail::append_member(out, key, walk(value, child(path, ojson(key)), keep_inline));
     }
     return out;
   }
