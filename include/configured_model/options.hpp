@@ -94,9 +94,9 @@ struct ReadOptions {
   /// Bytes a reader may spend on what a file describes beyond its tensors' own data: a pickle's
   /// objects, values a file shares by reference (which a tree repeats at each reference), views
   /// that overlap themselves (a zero stride: counted at the size they expand to). Generous for
-  /// real checkpoints (a 100,000-tensor state dict uses about 1/10 of it); a small file that would
-  /// expand past it is refused with a LimitError naming the file and the limit.
-  std::uint64_t memory_budget = 1ULL << 30;
+  /// real checkpoints (a 100,000-tensor torch.save state dict uses about half); a small file that
+  /// would expand past it is refused with a LimitError naming the file and the limit.
+  std::uint64_t memory_budget = 512ULL << 20;
   /// Called after each entry is read (from the reading thread). Empty: no reports.
   ProgressCallback progress;
 };

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "configured_model/errors.hpp"
+#include "shape_rule.hpp"
 
 namespace zanj {
 namespace {
@@ -348,15 +349,9 @@ NpyHeader parse_npy_header(std::string_view bytes, std::uint64_t entry_bytes, st
   const DescrInfo info = descr_info(h.descr, file, entry);
   // The product of the non-zero dimensions must fit as well: torch refuses such shapes even
   // when another dimension is 0 (found by fuzzing: shape (0, 8e17, 6, 4)).
-  std::int64_t bound = static_cast<std::int64_t>(info.item_size);
-  for (auto d : h.shape) {
-    if (__builtin_mul_overflow(bound, std::max<std::int64_t>(d, 1), &bound)) {
-      fail(file, entry, "shape " + shape_literal(h.shape) + " overflows");
-    }
-  }
-  std::size_t count = 1;
-  for (auto d : h.shape) count *= static_cast<std::size_t>(d);
-  h.data_bytes = count * info.item_size;  // cannot overflow: bounded above
+  const auto size = detail::shape_bytes(h.shape, info.item_size);
+  if (!size) fail(file, entry, "shape " + shape_literal(h.shape) + " overflows");
+  h.data_bytes = static_cast<std::size_t>(*size);
   h.data_offset = prefix + header_len;
   const std::uint64_t available =
       std::max<std::uint64_t>(entry_bytes, bytes.size()) - h.data_offset;

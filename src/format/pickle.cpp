@@ -3,7 +3,9 @@
 #include "pickle.hpp"
 
 #include <ATen/ATen.h>
+#include <simdjson.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,6 +14,7 @@
 #include <unordered_set>
 
 #include "configured_model/errors.hpp"
+#include "shape_rule.hpp"
 
 namespace zanj::detail {
 namespace {
@@ -108,8 +111,8 @@ const char* kind_name(Kind k) {
 }
 
 bool same_key(const PyObject& a, const PyObject& b) {
-  return a.kind == b.kind && a.text == b.text && a.integer == b.integer &&
-         a.boolean == b.boolean && std::memcmp(&a.floating, &b.floating, sizeof a.floating) == 0;
+  return a.kind == b.kind && a.text == b.text && a.integer == b.integer && a.boolean == b.boolean &&
+         std::memcmp(&a.floating, &b.floating, sizeof a.floating) == 0;
 }
 
 // Records that key `k` is at `position` unless the index has it already; returns its position.
@@ -119,7 +122,9 @@ std::size_t index_key(PyObject::DictIndex& index, const PyObject& k, std::size_t
   return position;  // other kinds are scanned
 }
 
-constexpr std::size_t kScanLimit = 16;        // dict keys looked up by a scan, no index
+constexpr std::size_t kScanLimit = 16;
+constexpr std::uint64_t kValueBytes =
+    64;  // a Node and its slot in a list or dict        // dict keys looked up by a scan, no index
 constexpr std::uint64_t kIndexSlotBytes = 64;  // a hash node and its key, counted per entry
 
 class Unpickler {
@@ -246,6 +251,114 @@ class Unpickler {
     }
     return v;
   }
+  // Python's str is text: a str whose bytes are not UTF-8 is refused (Python's own unpickler
+  // fails on it too), so no key or value reaches a JSON writer or a user undecodable.
+  void check_utf8(std::string_view text) {
+    if (!simdjson::validate_utf8(text.data(), text.size())) {
+      fail("a str of " + std::to_string(text.size()) + " bytes that is not UTF-8");
+    }
+  }
+
+  // STRING's argument, 'text' or "text" with Python's escapes (\\ \' \" \n \r \t \xhh \ooo).
+  std::string unquote(const std::string& quoted) {
+    if (quoted.size() < 2 || (quoted.front() != '\'' && quoted.front() != '"') ||
+        quoted.back() != quoted.front()) {
+      fail("STRING argument is not a quoted literal");
+    }
+    std::string out;
+    for (std::size_t i = 1; i + 1 < quoted.size(); ++i) {
+      char c = quoted[i];
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (++i + 1 >= quoted.size()) fail("STRING literal ends in a backslash");
+      c = quoted[i];
+      switch (c) {
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'x': {
+          if (i + 2 >= quoted.size() || !std::isxdigit(static_cast<unsigned char>(quoted[i + 1])) ||
+              !std::isxdigit(static_cast<unsigned char>(quoted[i + 2]))) {
+            fail("STRING literal with a bad \\x escape");
+          }
+          out += static_cast<char>(std::stoi(quoted.substr(i + 1, 2), nullptr, 16));
+          i += 2;
+          break;
+        }
+        default:
+          if (c >= '0' && c <= '7') {
+            int v = 0, k = 0;
+            for (; k < 3 && i + 1 < quoted.size() && quoted[i] >= '0' && quoted[i] <= '7'; ++k, ++i)
+              v = v * 8 + (quoted[i] - '0');
+            --i;
+            out += static_cast<char>(v & 0xff);
+          } else {
+            out += c;  // \\ \' \" and unknown escapes keep the character
+          }
+      }
+    }
+    return out;
+  }
+
+  // UNICODE's argument: latin-1 characters and \uXXXX / \UXXXXXXXX escapes, as UTF-8.
+  std::string raw_unicode(const std::string& text) {
+    std::string out;
+    const auto put = [&](std::uint32_t cp) {
+      if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+        fail("UNICODE argument with code point " + std::to_string(cp) + " (not a character)");
+      }
+      if (cp < 0x80) {
+        out += static_cast<char>(cp);
+      } else if (cp < 0x800) {
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        out += static_cast<char>(0xE0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      } else {
+        out += static_cast<char>(0xF0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+    };
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      const std::size_t digits = (c == '\\' && i + 1 < text.size()) ? (text[i + 1] == 'u'   ? 4
+                                                                       : text[i + 1] == 'U' ? 8
+                                                                                            : 0)
+                                                                    : 0;
+      if (digits == 0) {
+        put(c);
+        continue;
+      }
+      if (i + 2 + digits > text.size()) {
+        fail("UNICODE argument with a truncated escape");
+      }
+      std::uint32_t cp = 0;
+      for (std::size_t k = 0; k < digits; ++k) {
+        const char h = text[i + 2 + k];
+        if (!std::isxdigit(static_cast<unsigned char>(h)))
+          fail("UNICODE argument with a bad escape");
+        cp = cp * 16 + static_cast<std::uint32_t>(std::isdigit(static_cast<unsigned char>(h))
+                                                      ? h - '0'
+                                                      : (std::tolower(h) - 'a' + 10));
+      }
+      put(cp);
+      i += 1 + digits;
+    }
+    return out;
+  }
+
   // The memo: indices as pickle writes them (0, 1, 2, ...) in a vector, any others in a hash.
   void memo_put(std::uint64_t index) {
     const PyRef value = top();
@@ -309,7 +422,8 @@ class Unpickler {
       if (!dict->index && entries.size() >= kScanLimit) {
         charge(entries.size() * kIndexSlotBytes);
         dict->index = std::make_unique<PyObject::DictIndex>();
-        for (std::size_t e = 0; e < entries.size(); ++e) index_key(*dict->index, *entries[e].first, e);
+        for (std::size_t e = 0; e < entries.size(); ++e)
+          index_key(*dict->index, *entries[e].first, e);
       }
       std::size_t found = entries.size();
       if (dict->index && (k->kind == Kind::kStr || k->kind == Kind::kInt)) {
@@ -390,6 +504,10 @@ class Unpickler {
     for (auto s : size) {
       if (s < 0) fail("negative size in " + detail::shape_text(size));
       if (s == 0) empty = true;
+    }
+    if (!shape_bytes(size, storage->tensor.element_size())) {
+      fail("a tensor of size " + detail::shape_text(size) +
+           " is too large (its non-zero dimensions x the item size overflow 64 bits)");
     }
     if (!empty) {
       std::uint64_t last = static_cast<std::uint64_t>(offset);
@@ -571,8 +689,27 @@ class Unpickler {
         const std::uint64_t n = uint_le(width);
         const auto text = take(n);
         charge(text.size());
-        auto s = make((op == 'B' || op == 'C' || op == 0x8e) ? Kind::kBytes : Kind::kStr);
+        const bool bytes = op == 'B' || op == 'C' || op == 0x8e;
+        if (!bytes) check_utf8(text);
+        auto s = make(bytes ? Kind::kBytes : Kind::kStr);
         s->text = std::string(text);
+        push(std::move(s));
+        break;
+      }
+      case 'S': {  // STRING (protocol 0): a quoted, backslash-escaped literal
+        std::string text = unquote(line());
+        check_utf8(text);
+        charge(text.size());
+        auto s = make(Kind::kStr);
+        s->text = std::move(text);
+        push(std::move(s));
+        break;
+      }
+      case 'V': {  // UNICODE (protocol 0): raw-unicode-escape text
+        std::string text = raw_unicode(line());
+        charge(text.size());
+        auto s = make(Kind::kStr);
+        s->text = std::move(text);
         push(std::move(s));
         break;
       }
@@ -747,7 +884,7 @@ struct Converter {
     }
     if (v->cost_values != 0) return {v->cost_values, v->cost_bytes};
     constexpr std::uint64_t kCap = ~0ULL >> 1;
-    Cost c{1, sizeof(Node) + v->text.size()};
+    Cost c{1, kValueBytes + v->text.size()};
     const auto add = [&](const Cost& k) {
       c.values = std::min(c.values + k.values, kCap);
       c.bytes = std::min(c.bytes + k.bytes, kCap);

@@ -83,7 +83,7 @@ struct PickleLimits {
   /// Bytes the unpickler's objects may take, and separately the bytes the tree built from them
   /// may take with shared values counted at each reference and views that overlap themselves
   /// (a zero stride) counted at their full size. Exceeded: LimitError.
-  std::uint64_t max_bytes = 1ULL << 30;
+  std::uint64_t max_bytes = 512ULL << 20;
 };
 
 /// Unpickles `bytes` (the payload of `file`'s `entry`). Refuses any global outside the weights

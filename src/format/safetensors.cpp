@@ -21,8 +21,9 @@
 
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
-#include "json_object.hpp"
 #include "durable_file.hpp"
+#include "json_object.hpp"
+#include "shape_rule.hpp"
 
 namespace fs = std::filesystem;
 
@@ -162,8 +163,6 @@ void parse_header(Source& src, const SafetensorsLimits& limits, std::vector<Safe
            "dtype '" + dname + "' is not one libtorch " +
                "has (expected one of BOOL, U8, I8, I16, I32, I64, F16, BF16, F32, F64, C64)");
     }
-    std::uint64_t elements = 1;
-    bool too_large = false;
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned()) fail(file, key, "shape " + sh->dump() + " holds a non-count");
       const auto v = d.get<std::uint64_t>();
@@ -171,8 +170,8 @@ void parse_header(Source& src, const SafetensorsLimits& limits, std::vector<Safe
         fail(file, key, "shape " + sh->dump() + " is too large");
       }
       t.shape.push_back(static_cast<std::int64_t>(v));
-      too_large |= __builtin_mul_overflow(elements, v, &elements);
     }
+    const auto shape_size = detail::shape_bytes(t.shape, c10::elementSize(t.dtype));
     const auto begin = (*off)[0].get<std::uint64_t>();
     const auto end = (*off)[1].get<std::uint64_t>();
     if (begin > end || end > data_bytes) {
@@ -180,10 +179,12 @@ void parse_header(Source& src, const SafetensorsLimits& limits, std::vector<Safe
            "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                "] outside the " + std::to_string(data_bytes) + " data bytes");
     }
-    std::uint64_t expected = 0;
-    too_large |= __builtin_mul_overflow(
-        elements, static_cast<std::uint64_t>(c10::elementSize(t.dtype)), &expected);
-    if (too_large) fail(file, key, "shape " + sh->dump() + " is too large");
+    if (!shape_size) {
+      fail(file, key,
+           "shape " + sh->dump() +
+               " is too large (its non-zero dimensions x the item size overflow 64 bits)");
+    }
+    const std::uint64_t expected = *shape_size;
     if (expected != end - begin) {
       fail(file, key,
            "dtype " + dname + " x shape " + sh->dump() + " is " + std::to_string(expected) +

@@ -7,6 +7,7 @@
 #include <istream>
 #include <ostream>
 
+#include "../format/json_object.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/logging.hpp"
@@ -190,6 +191,10 @@ void rethrow_as_format_error(const std::string& file) {
     throw;
   } catch (const c10::Error& e) {
     throw_format_error(file, "", std::string("unreadable: ") + e.what_without_backtrace());
+  } catch (const nlohmann::json::exception& e) {
+    throw_format_error(file, "", "unreadable: " + json_error_text(e));
+  } catch (const std::bad_alloc&) {
+    throw LimitError(message(file, "", "unreadable: more memory than this process can have"));
   } catch (const std::exception& e) {
     throw_format_error(file, "", std::string("unreadable: ") + e.what());
   }

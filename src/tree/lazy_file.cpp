@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <simdjson.h>
 
+#include "../format/shape_rule.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/metadata.hpp"
@@ -29,16 +30,9 @@ std::string_view tensor_tag(const ojson& j) {
 
 // Elements x item size of a listed tensor, refusing shapes whose product overflows.
 std::uint64_t data_bytes(const TensorInfo& info, const std::string& file) {
-  std::uint64_t count = 1, bytes = 0;
-  for (auto d : info.shape) {
-    if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(d), &count)) {
-      detail::throw_format_error(file, info.key, "shape product overflows");
-    }
-  }
-  if (__builtin_mul_overflow(count, c10::elementSize(info.dtype), &bytes)) {
-    detail::throw_format_error(file, info.key, "shape product overflows");
-  }
-  return bytes;
+  const auto bytes = detail::shape_bytes(info.shape, c10::elementSize(info.dtype));
+  if (!bytes) detail::throw_format_error(file, info.key, "shape product overflows");
+  return *bytes;
 }
 
 std::vector<std::string> split_key(const std::string& key) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../format/shape_rule.hpp"
 #include "../parallel.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
@@ -141,16 +142,13 @@ class Reader {
     return s;
   }
 
-  int64_t checked_numel(const std::vector<int64_t>& s, const std::vector<ojson>& path) const {
+  int64_t checked_numel(const std::vector<int64_t>& s, at::ScalarType type,
+                        const std::vector<ojson>& path) const {
     // Zero dimensions do not excuse the others: torch refuses shapes whose non-zero dimensions
     // overflow (16 bytes covers the widest item).
-    int64_t bound = 16, n = 1;
-    for (auto d : s) {
-      if (__builtin_mul_overflow(bound, std::max<int64_t>(d, 1), &bound)) {
-        fail(path, "shape product overflows");
-      }
-      n *= d;
-    }
+    if (!detail::shape_bytes(s, c10::elementSize(type))) fail(path, "shape product overflows");
+    int64_t n = 1;
+    for (auto d : s) n *= d;
     return n;
   }
 
@@ -176,7 +174,7 @@ class Reader {
       } catch (const FormatError& e) {
         fail(path, e.what());
       }
-      const int64_t n = checked_numel(*declared, path);
+      const int64_t n = checked_numel(*declared, type, path);
       const auto storage = type == at::kBool ? at::kByte : type;
       std::size_t expected = 0;
       if (__builtin_mul_overflow(static_cast<std::size_t>(n), c10::elementSize(storage),
@@ -306,7 +304,7 @@ class Reader {
         if (v->empty()) break;
       }
     }
-    checked_numel(s, path);
+    checked_numel(s, type, path);
     std::vector<double> f;
     std::vector<int64_t> i;
     collect(data, s, 0, type, f, i, path);
