@@ -118,6 +118,10 @@ nlohmann::ordered_json index_to_json(const Index& index) {
   }
   j["tensors"] = std::move(tensors);
   j["tree"] = index.tree;
+  // Last: the CRC-32 of the text above it, so that an edit anywhere (a piece's rank, a file's
+  // size) is found before the index is trusted.
+  const std::string text = dump_json(j, JsonStyle::kIndented);
+  j[kIndexChecksumKey] = crc32(0, text.data(), text.size());
   return j;
 }
 
@@ -139,7 +143,12 @@ void check_tiling(const IndexTensor& t, const std::string& file) {
                              std::to_string(next) + ", found [" + std::to_string(p->offset) +
                              ", +" + std::to_string(p->length) + ")");
     }
-    next += p->length;
+    if (__builtin_add_overflow(next, p->length, &next)) {  // hostile lengths: no wrap-around
+      throw_format_error(file, where,
+                         "piece lengths along dim " + std::to_string(t.dim) +
+                             " overflow a 64-bit sum (at the piece at " +
+                             std::to_string(p->offset) + ")");
+    }
   }
   const std::int64_t size = t.shape[static_cast<std::size_t>(t.dim)];
   if (next != size) {
@@ -186,10 +195,27 @@ Index parse_index(std::string_view text, const std::string& file) {
                          j["format"].get<std::string>() + "'");
   }
   const auto version = c.integer(j, "version", "", 0, 1 << 30);
-  if (version != kIndexVersion) {
+  if (version != 1 && version != kIndexVersion) {
     throw VersionError(message(file, "version",
                                "written by format version " + std::to_string(version) +
-                                   "; this library reads " + std::to_string(kIndexVersion)));
+                                   "; this library reads 1 and " + std::to_string(kIndexVersion)));
+  }
+  index.version = static_cast<int>(version);
+  if (version >= 2) {
+    const auto stored = c.integer(j, kIndexChecksumKey, "", 0, 0xffffffffLL);
+    if (j.back() != j[kIndexChecksumKey]) {
+      c.fail(kIndexChecksumKey,
+             "expected as the last field (the checksum covers what precedes it)");
+    }
+    nlohmann::ordered_json body = j;
+    body.erase(kIndexChecksumKey);
+    const std::string canonical = dump_json(body, JsonStyle::kIndented);
+    const std::uint32_t actual = crc32(0, canonical.data(), canonical.size());
+    if (actual != static_cast<std::uint32_t>(stored)) {
+      c.fail(kIndexChecksumKey, "the index was changed after it was written (CRC-32 " +
+                                    std::to_string(actual) + ", recorded " +
+                                    std::to_string(stored) + ")");
+    }
   }
   index.token = c.str(j, "token", "");
   index.world_size = static_cast<int>(c.integer(j, "world_size", "", 1, kMaxWorldSize));

@@ -17,7 +17,11 @@ namespace zanj::detail {
 
 inline constexpr const char* kIndexFormat = "configured_model/distributed-checkpoint";
 inline constexpr const char* kRankFormat = "configured_model/distributed-rank";
-inline constexpr int kIndexVersion = 1;
+/// 2: the index carries `index_crc32` (CRC-32 of its own text without that field) and each rank
+/// file lists, per piece, the tensor path and place it holds (`piece_info`). Version 1 indexes
+/// (neither) are still read.
+inline constexpr int kIndexVersion = 2;
+inline constexpr const char* kIndexChecksumKey = "index_crc32";
 
 /// How a tensor was saved.
 enum class Placement {
@@ -49,7 +53,8 @@ struct IndexTensor {
 };
 
 struct Index {
-  std::string path;  ///< of checkpoint.json
+  std::string path;             ///< of checkpoint.json
+  int version = kIndexVersion;  ///< as read (1 lacks the self-checks of 2)
   std::string token;
   int world_size = 1;
   std::vector<IndexFile> files;  ///< one per rank, in rank order
@@ -59,7 +64,8 @@ struct Index {
 
 const char* placement_name(Placement p);
 
-/// The index as JSON (the caller writes it crash-safely).
+/// The index as JSON, ending with its own checksum (the caller writes it crash-safely with
+/// dump_json(..., JsonStyle::kIndented), the text the checksum is of).
 nlohmann::ordered_json index_to_json(const Index& index);
 
 /// Reads and checks `directory`/checkpoint.json: fields and types, file names (plain names, one

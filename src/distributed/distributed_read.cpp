@@ -108,7 +108,29 @@ class Reader {
                    ? std::string(c10::toString(info->dtype)) + " " + detail::shape_text(info->shape)
                    : std::string("nothing")));
     }
+    if (index_.version >= 2) check_piece_info(t, p, f, key);
     return key;
+  }
+
+  // Version 2: the rank file says which tensor and which rows each piece holds.
+  void check_piece_info(const IndexTensor& t, const IndexPiece& p, const LazyFile& f,
+                        const std::string& key) {
+    const auto& root = f.document().tree;
+    const nlohmann::ordered_json* info = nullptr;
+    if (root.is_object() && root.contains("piece_info") && root["piece_info"].is_array() &&
+        p.index < root["piece_info"].size()) {
+      info = &root["piece_info"][p.index];
+    }
+    const nlohmann::ordered_json expected = {
+        {"path", t.path}, {"offset", p.offset}, {"length", p.length}};
+    if (!info || *info != expected) {
+      detail::throw_format_error(
+          file_path(p.rank), key,
+          "rank " + std::to_string(p.rank) + ": the index expects this piece to be " +
+              expected.dump() + ", the file records " +
+              (info ? info->dump() : std::string("no piece_info for it")) +
+              " (the index or the file was edited, or they belong to different saves)");
+    }
   }
 
   at::Tensor read_piece(const IndexTensor& t, const IndexPiece& p) {

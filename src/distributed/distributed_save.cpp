@@ -236,11 +236,15 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
   // This rank's file: its pieces under "pieces/<n>".
   Node pieces = Node::dict();
   auto my_pieces = nlohmann::ordered_json::array();
+  // What each piece is, in the rank file itself: a reader checks that the piece the index points
+  // at is the one it means (a renumbered or swapped piece of the same dtype and shape is refused).
+  auto piece_info = nlohmann::ordered_json::array();
   const auto add_piece = [&](std::size_t tensor, at::Tensor t, std::int64_t offset,
                              std::int64_t length) {
     const std::string key = std::to_string(pieces.size());
     my_pieces.push_back(
         {{"tensor", tensor}, {"index", pieces.size()}, {"offset", offset}, {"length", length}});
+    piece_info.push_back({{"path", flat[tensor].path}, {"offset", offset}, {"length", length}});
     pieces[key] = t.is_contiguous() ? std::move(t) : t.contiguous();
   };
   for (const auto& p : plan) {
@@ -268,6 +272,7 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
   file_root["rank"] = nlohmann::json(rank);
   file_root["world_size"] = nlohmann::json(world);
   file_root["pieces"] = std::move(pieces);
+  file_root["piece_info"] = piece_info;
 
   const std::string name = rank_file_name(token, rank, world);
   const std::string path = directory + "/" + name;

@@ -18,8 +18,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "configured_model/async_saver.hpp"
+#include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
+#include "configured_model/json_text.hpp"
 #include "distributed/checkpoint_index.hpp"
 #include "distributed_tree.hpp"
 #include "test_support.hpp"
@@ -127,6 +129,19 @@ void expect_read_error(const std::string& d, const std::string& file, const std:
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
   }
+}
+
+// A forger's rewrite of the index: the edited JSON with its checksum recomputed, as the library
+// writes it. (A plain edit is refused by the checksum; see IndexEditsAreRefused...)
+void write_forged_index(const std::string& d, nlohmann::ordered_json j) {
+  j.erase(zanj::detail::kIndexChecksumKey);
+  const std::string body = zanj::dump_json(j, zanj::JsonStyle::kIndented);
+  j[zanj::detail::kIndexChecksumKey] = zanj::crc32(0, body.data(), body.size());
+  zanj_test::write_bytes(d + "/checkpoint.json", zanj::dump_json(j, zanj::JsonStyle::kIndented));
+}
+
+nlohmann::ordered_json read_index_json(const std::string& d) {
+  return nlohmann::ordered_json::parse(zanj_test::read_bytes(d + "/checkpoint.json"));
 }
 
 class DistributedTest : public ::testing::Test {
@@ -284,31 +299,73 @@ TEST_F(DistributedTest, DamagedCheckpointsAreTypedErrorsNamingFileAndRank) {
   zanj_test::write_bytes(f1, zanj_test::read_bytes(other + "/" + oidx.files[1].name));
   std::string index_text = zanj_test::read_bytes(d + "/checkpoint.json");
   {
-    auto j = nlohmann::json::parse(index_text);
+    auto j = read_index_json(d);
     j["files"][1]["bytes"] = fs::file_size(f1);
-    zanj_test::write_bytes(d + "/checkpoint.json", j.dump());
+    write_forged_index(d, j);
   }
   expect_read_error<zanj::FormatError>(d, idx.files[1].name, "not this checkpoint's file");
   zanj_test::write_bytes(f1, good);
   zanj_test::write_bytes(d + "/checkpoint.json", index_text);
   EXPECT_NO_THROW(zanj::read_distributed(d, 0, 1));
   // An index that disagrees with the files: a piece's shape, then pieces that overlap.
-  auto j = nlohmann::json::parse(index_text);
+  auto j = read_index_json(d);
   for (auto& t : j["tensors"]) {
     if (t["path"] == "state_dict/fc.weight")
       t["pieces"][0]["length"] = t["pieces"][0]["length"].get<int>() + 1;
   }
-  zanj_test::write_bytes(d + "/checkpoint.json", j.dump());
+  write_forged_index(d, j);
   EXPECT_THROW(zanj::read_distributed(d, 0, 1), zanj::FormatError);
-  j = nlohmann::json::parse(index_text);
+  zanj_test::write_bytes(d + "/checkpoint.json", index_text);
+  j = read_index_json(d);
   j["files"][0]["name"] = "../escape.zanj";
-  zanj_test::write_bytes(d + "/checkpoint.json", j.dump());
+  write_forged_index(d, j);
   EXPECT_THROW(zanj::read_distributed(d, 0, 1), zanj::FormatError);
   zanj_test::write_bytes(d + "/checkpoint.json", "{\"format\": 3}");
   EXPECT_THROW(zanj::read_distributed(d, 0, 1), zanj::FormatError);
   fs::remove(d + "/checkpoint.json");
   EXPECT_THROW(zanj::read_distributed(d, 0, 1), zanj::IoError);
   EXPECT_FALSE(zanj::is_distributed_checkpoint(d));
+}
+
+// The index checks itself (CRC-32 of its text) and every piece is checked against what its rank
+// file says it is: a one-character edit, and a forged index (checksum recomputed) that swaps two
+// pieces of the same dtype and shape, are refused by read, verify and consolidate alike.
+TEST_F(DistributedTest, EditedOrForgedIndexesAreRefusedByEveryReader) {
+  const auto refused_everywhere = [&](const std::string& d, const std::string& needle,
+                                      const std::string& file) {
+    expect_read_error<zanj::FormatError>(d, file, needle);
+    EXPECT_THROW(zanj::verify_distributed(d), zanj::FormatError);
+    EXPECT_THROW(zanj::consolidate(d, dir("whole.zanj")), zanj::FormatError);
+  };
+  // A plain one-character edit (a piece's rank): found by the index's own checksum.
+  const std::string d = dir("ckpt");
+  save(d, 2);
+  const std::string index_text = zanj_test::read_bytes(d + "/checkpoint.json");
+  auto edited = read_index_json(d);
+  auto& rank = edited["tensors"][0]["pieces"][0]["rank"];
+  rank = 1 - rank.get<int>();
+  zanj_test::write_bytes(d + "/checkpoint.json",
+                         zanj::dump_json(edited, zanj::JsonStyle::kIndented));
+  refused_everywhere(d, "the index was changed after it was written", "checkpoint.json");
+  zanj_test::write_bytes(d + "/checkpoint.json", index_text);
+  EXPECT_NO_THROW(zanj::verify_distributed(d));
+
+  // A forgery (checksum recomputed) that the dtype-and-shape check cannot see: the case,
+  // a bias pointed at the momentum buffer of the same dtype and shape. Found by piece_info.
+  auto store = c10::make_intrusive<c10d::FileStore>((root_ / "store").string(), 1);
+  auto pg_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(30));
+  pg_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, 0, 1, pg_options);
+  zanj::Node tree = zanj::Node::dict();
+  tree["bias"] = torch::randn({20});
+  tree["momentum"] = torch::randn({20});
+  const std::string f = dir("forged");
+  zanj::save_distributed(f, tree, *group);
+  auto j = read_index_json(f);
+  ASSERT_EQ(j["tensors"].size(), 2u);
+  std::swap(j["tensors"][0]["pieces"][0]["index"], j["tensors"][1]["pieces"][0]["index"]);
+  write_forged_index(f, j);
+  refused_everywhere(f, "the index expects this piece to be", "rank-00000");
 }
 
 TEST_F(DistributedTest, CliListsVerifiesDiffsAndConsolidatesDirectories) {
