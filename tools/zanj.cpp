@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <configured_model/configured_model.hpp>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -229,7 +230,11 @@ void walk_json(const ojson& j, const std::string& key, const zanj::ArchiveReader
       if (external) {
         const auto ref = j.value("$ref", std::string());
         r.storage = "external " + ref;
-        if (const auto* e = archive.find(ref)) r.bytes = e->size;
+        const auto* e = archive.find(ref);
+        if (!e)
+          throw zanj::FormatError(archive.name() + ": " + key + ": $ref " + ref +
+                                  ": missing entry");
+        r.bytes = e->size;
       } else {
         r.storage = "inline " + tag.substr(tag.find(':') + 1);
         int64_t n = 1;
@@ -242,7 +247,10 @@ void walk_json(const ojson& j, const std::string& key, const zanj::ArchiveReader
     if (tag == "list:external" || tag == "tuple:external") {
       const auto ref = j.value("$ref", std::string());
       Row r{key, "list", "", "", "external " + ref, 0};
-      if (const auto* e = archive.find(ref)) r.bytes = e->size;
+      const auto* e = archive.find(ref);
+      if (!e)
+        throw zanj::FormatError(archive.name() + ": " + key + ": $ref " + ref + ": missing entry");
+      r.bytes = e->size;
       auto info = externals_info.is_object() ? externals_info.value(ref, ojson()) : ojson();
       if (info.is_object() && info.contains("len(data)"))
         r.shape = "[" + info["len(data)"].dump() + "]";
@@ -287,6 +295,9 @@ void walk_node(const zanj::Node& n, const std::string& key, std::vector<Row>& ro
     for (const auto& [k, v] : n.as_dict()) walk_node(v, child(k), rows);
   } else if (n.is_list()) {
     rows.push_back({key, "list", "[" + std::to_string(n.size()) + "]", "", "", 0});
+    bool plain = true;  // a list of plain values is one row, as in walk_json
+    for (const auto& item : n.as_list()) plain = plain && item.is_scalar();
+    if (plain) return;
     for (std::size_t i = 0; i < n.size(); ++i) walk_node(n.at(i), child(std::to_string(i)), rows);
   } else {
     const auto& j = n.scalar();
@@ -420,7 +431,9 @@ ojson records_summary(const ojson& records) {
 }
 
 int cmd_meta(const std::string& file) {
-  const auto meta = zanj::read_metadata(file);
+  // Formats without ZANJ metadata (torch.save, safetensors) give null: their fields print null.
+  const ojson read_meta = zanj::read_metadata(file);
+  const ojson meta = read_meta.is_object() ? read_meta : ojson::object();
   const auto root = read_tree(file);
   ojson out;
   const zanj::Node* tag = root.is_dict() ? root.find("__muutils_format__") : nullptr;
@@ -769,6 +782,9 @@ int cmd_export_pt(const std::string& in, const std::string& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past `ulimit -f` a write fails with EFBIG ("File too large", an IoError naming the file)
+  // instead of the default SIGXFSZ killing the process without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"zanj: inspect, verify, compare and convert .zanj checkpoints (configured_model " +
                std::string(zanj::kLibraryVersion) + ")"};
   app.require_subcommand(1);

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <configured_model/configured_model.hpp>
 #include <configured_model/distributed.hpp>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -219,6 +220,9 @@ int launch(const Options& o, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past `ulimit -f` a write fails with EFBIG ("File too large", an IoError naming the file)
+  // instead of the default SIGXFSZ killing the process without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"data-parallel training with distributed checkpoints (configured_model)"};
   Options o;
   app.add_option("--world-size", o.world_size, "processes (ranks)")->check(CLI::Range(1, 64));

@@ -9,6 +9,7 @@
 //                                     # last 3, --resume continues from the latest one,
 //                                     # --async saves in the background while training goes on
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <iostream>
 
 #include "my_nn.hpp"
@@ -156,6 +157,9 @@ int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past `ulimit -f` a write fails with EFBIG ("File too large", an IoError naming the file)
+  // instead of the default SIGXFSZ killing the process without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"Train, save and read back the MyNN example model (configured_model)"};
   std::string out = "mlp.zanj";
   std::string read_path;
