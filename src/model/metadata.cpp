@@ -10,10 +10,10 @@
 #include <fstream>
 #include <thread>
 
+#include "../format/json_object.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
 #include "configured_model/version.hpp"
-#include "../format/json_object.hpp"
 
 #ifndef CONFIGURED_MODEL_COMPILER
 #define CONFIGURED_MODEL_COMPILER "unknown"
@@ -78,7 +78,8 @@ nlohmann::ordered_json sysinfo() {
 }
 
 nlohmann::ordered_json make_metadata(const SaveOptions& options,
-                                     const std::vector<ExternalEntry>& externals) {
+                                     const std::vector<ExternalEntry>& externals,
+                                     const nlohmann::ordered_json& int_key_dicts) {
   ojson cfg = {{"error_mode", "ErrorMode.Except"},
                {"array_mode", mode_name(options.array_mode)},
                {"external_array_threshold", options.external_array_threshold},
@@ -96,10 +97,12 @@ nlohmann::ordered_json make_metadata(const SaveOptions& options,
   for (const auto* e : order) detail::append_member(info, e->name, e->info);  // names are distinct
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  ojson ours = {{"library_version", kLibraryVersion}, {"format_version", kFormatVersion}};
+  if (int_key_dicts.is_array() && !int_key_dicts.empty()) ours["int_key_dicts"] = int_key_dicts;
+  if (!options.user_metadata.is_null()) ours["user_metadata"] = options.user_metadata;
   return {{"zanj_cfg", cfg},
           {"sysinfo", sysinfo()},
-          {"configured_model",
-           {{"library_version", kLibraryVersion}, {"format_version", kFormatVersion}}},
+          {"configured_model", ours},
           {"externals_info", info},
           {"timestamp", now}};
 }

@@ -5,12 +5,12 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "../format/json_object.hpp"
 #include "configured_model/dtype.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
-#include "../format/json_object.hpp"
 
 namespace zanj {
 namespace {
