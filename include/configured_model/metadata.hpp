@@ -22,10 +22,12 @@ inline constexpr const char* kMetaEntry = "__zanj_meta__.json";
 nlohmann::ordered_json sysinfo();
 
 /// Builds `__zanj_meta__.json`: `zanj_cfg` (the save options, in Python's spelling), `sysinfo`,
-/// `configured_model` (library and format versions), `externals_info` (sorted by path length,
-/// as Python does) and `timestamp`.
+/// `configured_model` (library and format versions, and `int_key_dicts` when the tree has
+/// int-keyed dicts: their paths), `externals_info` (sorted by path length, as Python does) and
+/// `timestamp`.
 nlohmann::ordered_json make_metadata(const SaveOptions& options,
-                                     const std::vector<ExternalEntry>& externals);
+                                     const std::vector<ExternalEntry>& externals,
+                                     const nlohmann::ordered_json& int_key_dicts = {});
 
 /// Checks a file's metadata against this library: throws VersionError when its format version
 /// is newer than kFormatVersion; warns (per `options.error_mode`) when it was written by another

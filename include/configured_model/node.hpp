@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -95,16 +96,32 @@ class Node {
   void set_keep_inline(bool keep) { keep_inline_ = keep; }
   bool keep_inline() const { return keep_inline_; }
 
-  /// Equal trees: the same kinds in the same places, dict keys in the same order, equal JSON
-  /// scalars, and tensors of the same dtype, shape and bytes (bit-exact, so NaN payloads and -0.0
-  /// count). The keep_inline() marks are not compared.
+  /// What a dict's keys were where it came from. JSON keys are text; a Python dict can be keyed
+  /// by integers (an optimizer's `state`: `{0: {...}, 1: {...}}`). A dict read from a
+  /// `torch.save` file with only integer keys is marked kInt, holds them as decimal text, and
+  /// keeps the mark through `.zanj` (recorded in `__zanj_meta__.json`, which Python ZANJ ignores:
+  /// it reads the keys as text, as it writes them) and back to `.pt`, where they are ints again.
+  enum class KeyType { kString, kInt };
+  KeyType key_type() const { return key_type_; }
+  /// Marks a dict's keys. kInt needs every key to be a canonical decimal int64 ("0", "-3").
+  /// @throws UsageError naming the offending key, or if this is not a dict.
+  void set_key_type(KeyType type);
+
+  /// Equal trees: the same kinds in the same places, dict keys in the same order and of the same
+  /// key type, equal JSON scalars, and tensors of the same dtype, shape and bytes (bit-exact, so
+  /// NaN payloads and -0.0 count). The keep_inline() marks are not compared.
   friend bool operator==(const Node& a, const Node& b);
   friend bool operator!=(const Node& a, const Node& b) { return !(a == b); }
 
  private:
   std::variant<nlohmann::ordered_json, at::Tensor, List, Dict> value_;
   bool keep_inline_ = false;
+  KeyType key_type_ = KeyType::kString;
 };
+
+/// Whether `key` is an integer written as Python writes it: optional '-', no leading zeros,
+/// within int64. What Node::KeyType::kInt keys must be.
+bool is_int_key(std::string_view key);
 
 /// Where two trees first differ, as a `/`-separated path with what differs ("/optimizer/lr:
 /// 0.1 vs 0.2"), or nullopt when `a == b`. For tests and tools that report the difference.

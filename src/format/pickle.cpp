@@ -986,7 +986,12 @@ struct Converter {
           }
           out.emplace_back(key, convert(val, depth + 1, path + "/" + key));
         }
-        return Node(std::move(out));
+        Node dict(std::move(out));
+        // A dict keyed by ints only (an optimizer's state) keeps the key type for .pt writers.
+        if (!v->entries.empty() && !v->mixed_keys && v->entries.front().first->kind == Kind::kInt) {
+          dict.set_key_type(Node::KeyType::kInt);
+        }
+        return dict;
       }
     }
     detail::throw_format_error(file, path, "unknown value");
@@ -1136,8 +1141,17 @@ class Pickler {
       out_ += ")R";
       if (n.size() > 0) {
         out_ += '(';
+        const bool int_keys = n.key_type() == Node::KeyType::kInt;
         for (const auto& [k, v] : n.as_dict()) {
-          str(k);
+          if (int_keys) {
+            if (!is_int_key(k)) {
+              throw UsageError("save_torch: the int-keyed dict holds the key \"" + k +
+                               "\", which is not a decimal int64");
+            }
+            integer(std::stoll(k));
+          } else {
+            str(k);
+          }
           write(v);
         }
         out_ += 'u';

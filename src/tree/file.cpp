@@ -14,6 +14,7 @@
 #include "configured_model/metadata.hpp"
 #include "configured_model/npy.hpp"
 #include "configured_model/tree.hpp"
+#include "key_types.hpp"
 
 namespace zanj {
 namespace {
@@ -40,7 +41,7 @@ ArchiveWriterOptions writer_options_of(const SaveOptions& options) {
 void write_tree(const Node& root, ArchiveWriter& writer, const SaveOptions& options) {
   const std::string& path = writer.path();
   SerializedTree tree = serialize_tree(root, options);
-  const ojson meta = make_metadata(options, tree.externals);
+  const ojson meta = make_metadata(options, tree.externals, detail::int_key_dict_paths(root));
   // Python's order: meta, tree, then externals in the order they were met. Tensor data goes
   // from the tensors' memory to the file (npy_pieces copies only tensors needing conversion).
   const std::string meta_text = dump_json(meta);
@@ -162,6 +163,26 @@ Node read(const ArchiveReader& archive, const Document& document, const ReadOpti
   try {
     Node root =
         deserialize_tree(document.tree, archive, document.externals_info, options, destination);
+    if (document.metadata.is_object()) {  // int-keyed dicts, listed by our writer
+      const auto ours = document.metadata.find("configured_model");
+      if (ours != document.metadata.end() && ours->is_object()) {
+        const auto paths = ours->find("int_key_dicts");
+        if (paths != ours->end()) detail::mark_int_key_dicts(root, *paths, archive.name());
+      }
+    }
+    // Entries the tree does not name are still part of the file: their headers and CRCs are
+    // checked, and each is an anomaly (no reader uses it: a broken writer, or data a
+    // conversion would drop), so that a file reads strictly exactly when `verify` passes it.
+    for (const auto& name : archive.check_untouched(options.check_crc)) {
+      if (name == kMetaEntry || name == kTreeEntry) continue;
+      const std::string what = "entry is not referenced by the tree or externals_info";
+      if (options.error_mode == ErrorMode::kExcept) {
+        detail::throw_format_error(archive.name(), name, what);
+      }
+      if (options.error_mode == ErrorMode::kWarn) {
+        logger()->warn("{}", detail::message(archive.name(), name, what));
+      }
+    }
     logger()->info("read {} ({} entries{})", archive.name(), archive.entries().size(),
                    options.mmap ? ", mapped" : "");
     return root;

@@ -227,6 +227,10 @@ std::optional<std::string> difference(const Node& a, const Node& b, const std::s
   if (a.is_dict() && b.is_dict()) {
     const Node::Dict& da = a.as_dict();
     const Node::Dict& db = b.as_dict();
+    if (a.key_type() != b.key_type()) {
+      const auto name = [](Node::KeyType t) { return t == Node::KeyType::kInt ? "int" : "str"; };
+      return here(std::string(name(a.key_type())) + " keys vs " + name(b.key_type()) + " keys");
+    }
     for (std::size_t i = 0; i < da.size() && i < db.size(); ++i) {
       if (da[i].first != db[i].first)
         return here("key \"" + da[i].first + "\" vs \"" + db[i].first + "\"");
@@ -261,6 +265,34 @@ std::optional<std::string> difference(const Node& a, const Node& b, const std::s
 }
 
 }  // namespace
+
+bool is_int_key(std::string_view key) {
+  std::string_view digits = key;
+  if (!digits.empty() && digits.front() == '-') digits.remove_prefix(1);
+  if (digits.empty() || digits.size() > 19) return false;
+  if (digits.size() > 1 && digits.front() == '0') return false;
+  if (key == "-0") return false;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+  }
+  if (digits.size() < 19) return true;
+  // 19 digits: within [-2^63, 2^63 - 1]?
+  const std::string_view limit = key.front() == '-' ? "9223372036854775808" : "9223372036854775807";
+  return digits <= limit;
+}
+
+void Node::set_key_type(KeyType type) {
+  if (!is_dict()) throw UsageError("Node::set_key_type: not a dict");
+  if (type == KeyType::kInt) {
+    for (const auto& [key, value] : as_dict()) {
+      if (!is_int_key(key)) {
+        throw UsageError("Node::set_key_type: the key \"" + key +
+                         "\" is not a decimal int64 (an int-keyed dict holds only such keys)");
+      }
+    }
+  }
+  key_type_ = type;
+}
 
 bool operator==(const Node& a, const Node& b) { return !difference(a, b, ""); }
 

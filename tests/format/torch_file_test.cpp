@@ -128,7 +128,7 @@ TEST_F(PythonFiles, NestedCheckpointComesBackAsATree) {
   EXPECT_EQ(c.at("shape").to_json(), nlohmann::ordered_json::array({2, 3}));
   EXPECT_EQ(c.at("dtype").scalar(), "torch.float16");
   const auto& opt = c.at("optimizer");
-  ASSERT_EQ(opt.at("state").size(), 4u);  // int keys 0..3 become "0".."3"
+  ASSERT_EQ(opt.at("state").size(), 4u);  // int keys 0..3 as "0".."3", marked int-keyed
   EXPECT_EQ(opt.at("state").at("3").at("exp_avg").tensor().sizes(), torch::IntArrayRef({2}));
   EXPECT_EQ(opt.at("state").at("0").at("step").tensor().item<float>(), 2.0f);
   EXPECT_EQ(opt.at("param_groups").at(0).at("betas").to_json(),
@@ -181,6 +181,89 @@ TEST_F(PythonFiles, ForbiddenGlobalsAreRefusedAndNothingRuns) {
     }
   }
   EXPECT_FALSE(std::filesystem::exists(file("PWNED")));
+}
+
+// An optimizer's state is keyed by int parameter ids. Converting .pt -> .pt and .pt -> .zanj ->
+// .pt keeps them ints, so Python's Optimizer.load_state_dict restores every moment (with string
+// keys it accepts the file and silently drops them all); diff --exact tells the key types apart.
+TEST_F(PythonFiles, OptimizerStateKeepsItsIntKeysThroughEveryConversion) {
+  TempDir dir;
+  const zanj::Node c = zanj::read_torch(file("checkpoint.pt"));
+  ASSERT_EQ(c.at("optimizer").at("state").key_type(), zanj::Node::KeyType::kInt);
+  EXPECT_EQ(c.at("optimizer").key_type(), zanj::Node::KeyType::kString);
+  const std::string direct = dir.file("direct.pt"), via = dir.file("via.zanj"),
+                    back = dir.file("back.pt");
+  zanj::save_torch(c, direct);
+  zanj::save(c, via);
+  const zanj::Node from_zanj = zanj::read(via);
+  EXPECT_EQ(zanj::first_difference(from_zanj, c), std::nullopt);
+  zanj::save_torch(from_zanj, back);
+  EXPECT_EQ(zanj::first_difference(zanj::read_torch(back), c), std::nullopt);
+
+  const std::string script = dir.file("load_optimizer.py");
+  zanj_test::write_bytes(
+      script,
+      "import sys, torch\n"
+      "orig = torch.load(sys.argv[1])\n"
+      "for path in sys.argv[2:]:\n"
+      // Not weights_only: Debian's torch 1.13 refuses BINFLOAT there (its own files too).
+      "    d = torch.load(path)\n"
+      "    assert sorted(d['optimizer']['state'].keys()) == [0, 1, 2, 3], path\n"
+      "    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),\n"
+      "                              torch.nn.Linear(8, 2))\n"
+      "    opt = torch.optim.Adam(net.parameters(), lr=1e-3)\n"
+      "    opt.load_state_dict(d['optimizer'])\n"
+      "    assert len(opt.state) == 4, (path, len(opt.state))\n"
+      "    for i, p in enumerate(net.parameters()):\n"
+      "        for k in ('exp_avg', 'exp_avg_sq', 'step'):\n"
+      "            assert torch.equal(opt.state[p][k], "
+      "orig['optimizer']['state'][i][k]), (path, k)\n"
+      "print('ok')\n");
+  std::string out;
+  EXPECT_EQ(zanj_test::run("/usr/bin/python3 " + script + " " + file("checkpoint.pt") + " " +
+                               direct + " " + back + " 2>&1",
+                           &out),
+            0)
+      << out;
+
+  // The same state with text keys is a different file to Python, and to diff --exact.
+  zanj::Node texted = c;
+  texted.at("optimizer").at("state").set_key_type(zanj::Node::KeyType::kString);
+  EXPECT_NE(zanj::first_difference(texted, c), std::nullopt);
+  const std::string cli = CONFIGURED_MODEL_ZANJ_CLI;
+  if (cli.empty()) GTEST_SKIP() << "built without the zanj tool";
+  zanj::save_torch(texted, dir.file("texted.pt"));
+  EXPECT_EQ(
+      zanj_test::run(cli + " diff --exact " + file("checkpoint.pt") + " " + back + " 2>&1", &out),
+      0)
+      << out;
+  EXPECT_EQ(zanj_test::run(cli + " diff --exact " + file("checkpoint.pt") + " " +
+                               dir.file("texted.pt") + " 2>&1",
+                           &out),
+            1)
+      << out;
+  EXPECT_NE(out.find("int keys vs str keys"), std::string::npos) << out;
+  EXPECT_EQ(zanj_test::run(cli + " convert " + file("checkpoint.pt") + " " + dir.file("c.pt") +
+                               " && " + cli + " diff --exact " + file("checkpoint.pt") + " " +
+                               dir.file("c.pt") + " 2>&1",
+                           &out),
+            0)
+      << out;
+
+  // To safetensors the optimizer and counters cannot go: listed, and written only when asked.
+  const std::string st = dir.file("w.safetensors");
+  EXPECT_EQ(zanj_test::run(cli + " convert " + file("checkpoint.pt") + " " + st + " 2>&1", &out), 2)
+      << out;
+  EXPECT_NE(out.find("optimizer"), std::string::npos) << out;
+  EXPECT_NE(out.find("epoch"), std::string::npos) << out;
+  EXPECT_NE(out.find("--weights-only"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(st));
+  EXPECT_EQ(
+      zanj_test::run(cli + " convert --weights-only " + file("checkpoint.pt") + " " + st + " 2>&1",
+                     &out),
+      0)
+      << out;
+  EXPECT_EQ(zanj::read_weights(st).size(), c.at("model").size());
 }
 
 TEST_F(PythonFiles, FilesWeWriteLoadInPythonWithWeightsOnly) {

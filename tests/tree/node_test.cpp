@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <configured_model/errors.hpp>
+#include <configured_model/file.hpp>
 #include <configured_model/node.hpp>
 #include <limits>
 
@@ -69,6 +71,43 @@ TEST(NodeTest, StructureDifferencesNameThePath) {
   b = sample_tree();
   b["w"] = nlohmann::json(0);
   EXPECT_EQ(zanj::first_difference(a, b), "/w: Float [2, 3] vs 0");
+}
+
+TEST(NodeTest, IntKeyedDictsAreMarkedCheckedAndCompared) {
+  for (const char* k : {"0", "7", "-3", "9223372036854775807", "-9223372036854775808"}) {
+    EXPECT_TRUE(zanj::is_int_key(k)) << k;
+  }
+  for (const char* k : {"", "-", "-0", "01", "+1", "1.0", " 1", "9223372036854775808",
+                        "-9223372036854775809", "12345678901234567890", "x"}) {
+    EXPECT_FALSE(zanj::is_int_key(k)) << k;
+  }
+  zanj::Node state = zanj::Node::dict();
+  state["0"] = nlohmann::json(1);
+  state["12"] = nlohmann::json(2);
+  zanj::Node texted = state;
+  state.set_key_type(zanj::Node::KeyType::kInt);
+  EXPECT_EQ(state.key_type(), zanj::Node::KeyType::kInt);
+  EXPECT_NE(state, texted);
+  EXPECT_EQ(zanj::first_difference(state, texted), "/: int keys vs str keys");
+  zanj::Node copy = state;
+  EXPECT_EQ(copy, state);
+  zanj::Node named = zanj::Node::dict();
+  named["lr"] = nlohmann::json(0.1);
+  EXPECT_THROW(named.set_key_type(zanj::Node::KeyType::kInt), zanj::UsageError);
+  EXPECT_EQ(named.key_type(), zanj::Node::KeyType::kString);
+  EXPECT_THROW(zanj::Node(nlohmann::json(1)).set_key_type(zanj::Node::KeyType::kInt),
+               zanj::UsageError);
+
+  // Through .zanj: the keys stay text in __zanj__.json (as Python ZANJ writes an int-keyed
+  // dict), the mark comes back from __zanj_meta__.json.
+  zanj_test::TempDir dir;
+  zanj::Node root = zanj::Node::dict();
+  root["optimizer"] = zanj::Node::dict();
+  root["optimizer"]["state"] = state;
+  root["list"] = zanj::Node::list();
+  root["list"].push_back(state);
+  zanj::save(root, dir.file("k.zanj"));
+  EXPECT_EQ(zanj::read(dir.file("k.zanj")), root);
 }
 
 }  // namespace

@@ -46,6 +46,36 @@ TEST(TreeErrorsTest, RefToMissingEntry) {
                   "t.zanj: w: ", "'$ref' names entry w.npy, which the archive does not contain"));
 }
 
+// Int-keyed dicts are listed by path in our metadata; a list that does not fit the tree is
+// refused naming the file and the path, never applied halfway.
+TEST(TreeErrorsTest, IntKeyDictListsThatDoNotFitTheTree) {
+  TempDir dir;
+  const auto meta = [](const std::string& paths) {
+    return R"({"configured_model": {"format_version": 1, "int_key_dicts": )" + paths +
+           R"(}, "externals_info": {}})";
+  };
+  const std::string tree = R"({"state": {"0": 1, "12": 2}, "names": {"a": 1}, "l": [{"3": 4}]})";
+  const zanj::Node good = zanj::read(build(dir, tree, meta(R"([["state"], ["l", 0]])")));
+  EXPECT_EQ(good.at("state").key_type(), zanj::Node::KeyType::kInt);
+  EXPECT_EQ(good.at("l").at(0).key_type(), zanj::Node::KeyType::kInt);
+  EXPECT_EQ(good.at("names").key_type(), zanj::Node::KeyType::kString);
+  EXPECT_EQ(good.key_type(), zanj::Node::KeyType::kString);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"([["names"]])", "int_key_dicts names '/names': "},
+      {R"([["missing"]])", "int_key_dicts lists 1 dicts, the tree has 0"},
+      {R"([["state", "0"]])", "'/state/0', which is not a dict"},
+      {R"([["state"], ["state"]])", "lists [\"state\"] twice"},
+      {R"([[1.5]])", "a path step must be a key or an index"},
+      {R"({"state": 1})", "expected a list of paths"},
+      {R"(["state"])", "expected a path (a list)"},
+  };
+  for (const auto& [paths, needle] : bad) {
+    EXPECT_THAT([&] { zanj::read(build(dir, tree, meta(paths))); },
+                zanj_test::Throws<zanj::FormatError>("t.zanj: __zanj_meta__.json: ", needle))
+        << paths;
+  }
+}
+
 TEST(TreeErrorsTest, ExternalListedButAbsent) {
   TempDir dir;
   const auto path = build(dir, R"({"w": 1})", external_meta("w.npy", "w"));
