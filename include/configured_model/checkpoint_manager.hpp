@@ -160,6 +160,11 @@ class CheckpointManager {
 
  private:
   void write_index(const std::vector<CheckpointInfo>& infos) const;
+  // The listing, with each checkpoint's metrics from the checkpoint itself where it carries them
+  // (else from the index); *stale says whether the index disagreed.
+  std::vector<CheckpointInfo> scan(bool* stale) const;
+  SaveOptions with_books(SaveOptions options, std::int64_t step,
+                         const nlohmann::json& metrics) const;
   void prune(std::int64_t just_written);
   void check_metrics(const nlohmann::json& metrics) const;
   void bookkeep(std::int64_t step, const std::string& path, const nlohmann::json& metrics);

@@ -63,6 +63,11 @@ struct SaveOptions {
   std::size_t threads = 0;
   /// Called after each entry is written (from the saving thread). Empty: no reports.
   ProgressCallback progress;
+  /// JSON of the caller's, kept in the file: written to `__zanj_meta__.json` as
+  /// `configured_model.user_metadata` (and to a distributed checkpoint's index as
+  /// `user_metadata`) when not null; read back with read_metadata(). CheckpointManager puts each
+  /// checkpoint's step and metrics here, so its index can be rebuilt from the checkpoints.
+  nlohmann::ordered_json user_metadata;
 };
 
 /// Options for reading a `.zanj` file.

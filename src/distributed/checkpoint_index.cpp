@@ -118,6 +118,7 @@ nlohmann::ordered_json index_to_json(const Index& index) {
   }
   j["tensors"] = std::move(tensors);
   j["tree"] = index.tree;
+  if (!index.user_metadata.is_null()) j["user_metadata"] = index.user_metadata;
   // Last: the CRC-32 of the text above it, so that an edit anywhere (a piece's rank, a file's
   // size) is found before the index is trusted.
   const std::string text = dump_json(j, JsonStyle::kIndented);
@@ -288,6 +289,7 @@ Index parse_index(std::string_view text, const std::string& file) {
     index.tensors.push_back(std::move(t));
   }
   index.tree = c.field(j, "tree", "");
+  if (j.contains("user_metadata")) index.user_metadata = j["user_metadata"];
   return index;
 }
 

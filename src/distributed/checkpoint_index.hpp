@@ -53,8 +53,9 @@ struct IndexTensor {
 };
 
 struct Index {
-  std::string path;             ///< of checkpoint.json
-  int version = kIndexVersion;  ///< as read (1 lacks the self-checks of 2)
+  std::string path;                      ///< of checkpoint.json
+  int version = kIndexVersion;           ///< as read (1 lacks the self-checks of 2)
+  nlohmann::ordered_json user_metadata;  ///< SaveOptions::user_metadata (null: none)
   std::string token;
   int world_size = 1;
   std::vector<IndexFile> files;  ///< one per rank, in rank order

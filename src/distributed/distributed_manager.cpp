@@ -43,7 +43,9 @@ std::string CheckpointManager::save_distributed(std::int64_t step, const Node& t
   check_metrics(metrics);  // the same arguments on every rank: all throw, or none
   wait();                  // a background save of this manager lands first
   const std::string path = directory_for(step);
-  zanj::save_distributed(path, tree, group, options);
+  DistributedSaveOptions booked = options;
+  booked.save = with_books(options.save, step, metrics);
+  zanj::save_distributed(path, tree, group, booked);
   keep_books(group, path, [&] { bookkeep(step, path, metrics); });
   return path;
 }
@@ -54,10 +56,13 @@ SaveHandle CheckpointManager::save_distributed_async(std::int64_t step, const No
   check_metrics(metrics);
   if (!saver_) saver_ = std::make_unique<AsyncSaver>();
   const std::string path = directory_for(step);
-  return saver_->save_with(tree, path, [this, step, path, metrics, &group](const Node& snapshot) {
-    zanj::save_distributed(path, snapshot, group);
-    keep_books(group, path, [&] { bookkeep(step, path, metrics); });
-  });
+  DistributedSaveOptions booked;
+  booked.save = with_books(booked.save, step, metrics);
+  return saver_->save_with(tree, path,
+                           [this, step, path, metrics, booked, &group](const Node& snapshot) {
+                             zanj::save_distributed(path, snapshot, group, booked);
+                             keep_books(group, path, [&] { bookkeep(step, path, metrics); });
+                           });
 }
 
 }  // namespace zanj

@@ -318,6 +318,7 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
         index.token = token;
         index.world_size = world;
         index.tree = structure;
+        index.user_metadata = options.save.user_metadata;
         for (std::size_t i = 0; i < flat.size(); ++i) {
           detail::IndexTensor t;
           t.path = flat[i].path;

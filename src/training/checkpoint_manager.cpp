@@ -47,6 +47,35 @@ std::optional<std::int64_t> step_of(const std::string& name, bool directory) {
   return std::stoll(digits);
 }
 
+// Where a checkpoint keeps the manager's books (SaveOptions::user_metadata).
+constexpr const char* kBooksKey = "checkpoint_manager";
+
+// The metrics a checkpoint written by a manager carries; nullopt for one without them (written
+// before they were kept there, or by hand).
+std::optional<nlohmann::json> carried_metrics(const std::string& path, bool directory) {
+  nlohmann::ordered_json user;
+  if (directory) {
+    const std::string index_path = (fs::path(path) / kDistributedIndexName).string();
+    std::ifstream in(index_path, std::ios::binary);
+    if (!in) detail::throw_io_error(index_path, "", "cannot open");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto j = parse_json(text, index_path, "");
+    if (j.is_object() && j.contains("user_metadata")) user = j["user_metadata"];
+  } else {
+    const auto meta = read_metadata(path);
+    if (meta.is_object() && meta.contains("configured_model") &&
+        meta["configured_model"].is_object() &&
+        meta["configured_model"].contains("user_metadata")) {
+      user = meta["configured_model"]["user_metadata"];
+    }
+  }
+  if (!user.is_object() || !user.contains(kBooksKey) || !user[kBooksKey].is_object() ||
+      !user[kBooksKey].contains("metrics")) {
+    return std::nullopt;
+  }
+  return nlohmann::json(user[kBooksKey]["metrics"]);
+}
+
 }  // namespace
 
 CheckpointManager::CheckpointManager(std::string directory, CheckpointPolicy policy)
@@ -58,6 +87,28 @@ CheckpointManager::CheckpointManager(std::string directory, CheckpointPolicy pol
     throw ConfigError("CheckpointPolicy: keep_best needs a metric name");
   }
   remove_stale_temporaries();
+  // A kill between a checkpoint's rename and the index's leaves the index stale: rebuilt from
+  // the metrics each checkpoint carries, so keep_best ranks what is really there.
+  bool stale = false;
+  const auto infos = scan(&stale);
+  if (stale) {
+    logger()->info("{}: {} was stale; rebuilt from the checkpoints", directory_, kIndex);
+    write_index(infos);
+  }
+}
+
+SaveOptions CheckpointManager::with_books(SaveOptions options, std::int64_t step,
+                                          const nlohmann::json& metrics) const {
+  auto& user = options.user_metadata;
+  if (user.is_null()) user = nlohmann::ordered_json::object();
+  if (!user.is_object()) {
+    throw UsageError(
+        "CheckpointManager: SaveOptions::user_metadata must be null or an object "
+        "(the manager adds its books under \"" +
+        std::string(kBooksKey) + "\")");
+  }
+  user[kBooksKey] = {{"step", step}, {"metrics", nlohmann::ordered_json(metrics)}};
+  return options;
 }
 
 // A killed save leaves its hidden temporary behind; one no live writer holds is removed.
@@ -85,8 +136,11 @@ std::string CheckpointManager::directory_for(std::int64_t step) const {
 }
 #endif
 
-std::vector<CheckpointInfo> CheckpointManager::list() const {
-  // Metrics from the index, when it is readable; the listing decides what exists.
+std::vector<CheckpointInfo> CheckpointManager::list() const { return scan(nullptr); }
+
+std::vector<CheckpointInfo> CheckpointManager::scan(bool* stale) const {
+  // Metrics from each checkpoint, else from the index; the listing decides what exists.
+  bool index_read = false;
   nlohmann::json metrics_by_step = nlohmann::json::object();
   try {
     const std::string index_path = (fs::path(directory_) / kIndex).string();
@@ -95,6 +149,7 @@ std::vector<CheckpointInfo> CheckpointManager::list() const {
       std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       const auto j = parse_json(text, index_path, "");
       if (j.is_object() && j.contains("checkpoints")) {
+        index_read = true;
         for (const auto& c : j["checkpoints"]) {
           metrics_by_step[std::to_string(c.at("step").get<std::int64_t>())] =
               c.value("metrics", nlohmann::ordered_json());
@@ -119,10 +174,27 @@ std::vector<CheckpointInfo> CheckpointManager::list() const {
     info.path = entry.path().string();
     info.step = *step;
     auto m = metrics_by_step.find(std::to_string(*step));
-    if (m != metrics_by_step.end()) info.metrics = *m;
+    const bool indexed = m != metrics_by_step.end();
+    if (indexed) info.metrics = *m;
+    try {
+      if (auto carried = carried_metrics(info.path, directory)) {
+        if (stale && (!indexed || *carried != info.metrics)) *stale = true;
+        info.metrics = std::move(*carried);
+      } else if (stale && !indexed) {
+        *stale = true;
+      }
+    } catch (const Error& e) {  // a damaged checkpoint: its metrics are unknown, not fatal here
+      logger()->warn("{}: metrics unreadable: {}", info.path, e.what());
+    }
     out.push_back(std::move(info));
   }
   if (ec) detail::throw_io_error(directory_, "", "cannot list: " + ec.message());
+  if (stale && index_read) {
+    // Entries for checkpoints that are gone (pruned, or removed by hand) also make it stale.
+    std::size_t live = 0;
+    for (const auto& info : out) live += metrics_by_step.count(std::to_string(info.step));
+    if (live != metrics_by_step.size()) *stale = true;
+  }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   return out;
 }
@@ -190,7 +262,7 @@ SaveHandle CheckpointManager::save_async(std::int64_t step, const Node& tree,
   check_metrics(metrics);
   if (!saver_) saver_ = std::make_unique<AsyncSaver>();
   const std::string path = path_for(step);
-  return saver_->save(tree, path, options,
+  return saver_->save(tree, path, with_books(options, step, metrics),
                       [this, step, path, metrics] { bookkeep(step, path, metrics); });
 }
 
@@ -203,7 +275,7 @@ std::string CheckpointManager::save(std::int64_t step, const Node& tree,
   check_metrics(metrics);
   wait();  // saves land in order
   const std::string path = path_for(step);
-  zanj::save(tree, path, options);
+  zanj::save(tree, path, with_books(options, step, metrics));
   bookkeep(step, path, metrics);
   return path;
 }

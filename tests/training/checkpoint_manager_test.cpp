@@ -54,6 +54,59 @@ TEST(CheckpointManagerTest, KeepsLastBestAndEveryMth) {
   EXPECT_EQ(again.latest()->step, 70);
 }
 
+// Each checkpoint carries its own step and metrics (SaveOptions::user_metadata), so an index
+// left stale by a kill between a checkpoint's rename and the index's, or lost, is rebuilt:
+// keep_best ranks what is really in the directory.
+TEST(CheckpointManagerTest, AStaleOrMissingIndexIsRebuiltFromTheCheckpoints) {
+  TempDir dir;
+  zanj::CheckpointPolicy policy;
+  policy.keep_best = 1;
+  policy.keep_last = 3;
+  policy.metric = "val_loss";
+  const std::string d = dir.file("c");
+  zanj::Node tree = zanj::Node::dict();
+  tree["x"] = nlohmann::json(1);
+  {
+    zanj::CheckpointManager manager(d, policy);
+    manager.save(1, tree, {{"val_loss", 0.5}});
+    manager.save(2, tree, {{"val_loss", 0.7}});
+  }
+  const std::string index = zanj_test::read_bytes(d + "/checkpoints.json");
+  // The kill: step 3 (the best) renamed into place, the index not yet rewritten.
+  zanj::SaveOptions options;
+  options.user_metadata = {{"note", "mine"}};
+  {
+    zanj::CheckpointManager manager(d, policy);
+    manager.save(3, tree, {{"val_loss", 0.1}}, options);
+  }
+  const auto meta = zanj::read_metadata(d + "/ckpt-00000003.zanj");
+  EXPECT_EQ(meta["configured_model"]["user_metadata"]["note"], "mine");
+  EXPECT_EQ(meta["configured_model"]["user_metadata"]["checkpoint_manager"]["step"], 3);
+  zanj_test::write_bytes(d + "/checkpoints.json", index);
+  {
+    zanj::CheckpointManager manager(d, policy);
+    ASSERT_TRUE(manager.best());
+    EXPECT_EQ(manager.best()->step, 3);
+    EXPECT_EQ(manager.best()->metrics["val_loss"], 0.1);
+  }
+  // The manager wrote the index again on opening.
+  const auto rebuilt = nlohmann::json::parse(zanj_test::read_bytes(d + "/checkpoints.json"));
+  ASSERT_EQ(rebuilt["checkpoints"].size(), 3u);
+  EXPECT_EQ(rebuilt["checkpoints"][2]["metrics"]["val_loss"], 0.1);
+  // Lost altogether, or wrong about a metric: the same.
+  std::filesystem::remove(d + "/checkpoints.json");
+  EXPECT_EQ(zanj::CheckpointManager(d, policy).best()->step, 3);
+  auto wrong = rebuilt;
+  wrong["checkpoints"][0]["metrics"]["val_loss"] = 0.0;
+  zanj_test::write_bytes(d + "/checkpoints.json", wrong.dump());
+  EXPECT_EQ(zanj::CheckpointManager(d, policy).best()->step, 3);
+  // A user_metadata that is not an object cannot hold the books: refused before writing.
+  options.user_metadata = nlohmann::ordered_json::array();
+  zanj::CheckpointManager manager(d, policy);
+  EXPECT_THROW(manager.save(4, tree, {{"val_loss", 0.2}}, options), zanj::UsageError);
+  EXPECT_FALSE(std::filesystem::exists(d + "/ckpt-00000004.zanj"));
+}
+
 TEST(CheckpointManagerTest, PruningNeverRemovesTheFileJustWritten) {
   TempDir dir;
   zanj::CheckpointPolicy policy;
