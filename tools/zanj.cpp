@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
 #include <configured_model/distributed.hpp>
 #endif
@@ -97,12 +98,16 @@ bool is_distributed(const std::string& path) {
 // checkpoint's directory) as a tree.
 // The whole tree of FILE. `mapped`: tensors alias a mapping of the file where they can (for
 // verbs that look at shapes, not data: no tensor bytes are read).
-zanj::Node read_tree(const std::string& file, bool mapped = false) {
+// `strict`: anomalies a reader would warn about (a dtype cast, an unlisted $ref, a missing
+// __zanj_meta__.json, an entry nothing references) are refused, as `verify` refuses them: a
+// conversion is lossless or does not happen.
+zanj::Node read_tree(const std::string& file, bool mapped = false, bool strict = false) {
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
   if (is_distributed(file)) return zanj::read_distributed(file, 0, 1);
 #endif
   zanj::ReadOptions options;
   options.mmap = mapped;
+  if (strict) options.error_mode = zanj::ErrorMode::kExcept;
   options.progress = progress_for("reading " + file);
   return zanj::read_weights(file, options);
 }
@@ -481,6 +486,9 @@ zanj::VerifyReport verify_foreign(const std::string& file, zanj::WeightsFormat f
     } else if (format == zanj::WeightsFormat::kSafetensors) {
       const auto st = zanj::SafetensorsFile::open(file);
       report.entries = st.tensors().size();
+      report.notes.push_back(
+          "safetensors: structure only (header, dtypes, shapes, offsets and bounds); the format "
+          "has no checksum, so damaged tensor bytes cannot be detected");
     }
     zanj::ReadOptions options;
     const auto root = format == zanj::WeightsFormat::kSafetensors
@@ -532,11 +540,13 @@ int cmd_verify(const std::string& file) {
                                   {"entries", report.entries},
                                   {"bytes", report.bytes},
                                   {"tensors", report.tensors},
-                                  {"problems", report.problems}})
+                                  {"problems", report.problems},
+                                  {"notes", report.notes}})
               << "\n";
   } else if (report.ok) {
     std::cout << file << ": OK (" << report.entries << " entries, " << human_bytes(report.bytes)
               << " checked, " << report.tensors << " tensors)\n";
+    for (const auto& n : report.notes) std::cout << "  note: " << n << "\n";
   } else {
     std::cout << file << ": " << report.problems.size() << " problem(s)\n";
     for (const auto& p : report.problems) std::cout << "  " << p << "\n";
@@ -580,6 +590,13 @@ void diff_nodes(const zanj::Node& a, const zanj::Node& b, const std::string& key
     return;
   }
   if (a.is_dict() && b.is_dict()) {
+    if (a.key_type() != b.key_type()) {  // {0: ...} and {"0": ...} are different Python dicts
+      const auto name = [](zanj::Node::KeyType t) {
+        return t == zanj::Node::KeyType::kInt ? "int" : "str";
+      };
+      out.push_back({key.empty() ? "<root>" : key, "keys",
+                     std::string(name(a.key_type())) + " keys vs " + name(b.key_type()) + " keys"});
+    }
     // Keys indexed once per side: Node::find scans, which is quadratic over large dicts.
     const auto index = [](const zanj::Node& n) {
       std::unordered_map<std::string_view, const zanj::Node*> keys;
@@ -674,31 +691,85 @@ zanj::KeyMap key_map(const std::vector<std::string>& renames) {
   return keys;
 }
 
+// What keeping only `kept` (a subtree's tensors) leaves out of `n`: the topmost subtrees that
+// hold none of them, and every value beside them.
+using TensorSet = std::unordered_set<const void*>;
+
+bool holds_kept(const zanj::Node& n, const TensorSet& kept) {
+  if (n.is_tensor()) return kept.count(n.tensor().unsafeGetTensorImpl()) > 0;
+  if (n.is_list()) {
+    for (const auto& v : n.as_list())
+      if (holds_kept(v, kept)) return true;
+  } else if (n.is_dict()) {
+    for (const auto& kv : n.as_dict())
+      if (holds_kept(kv.second, kept)) return true;
+  }
+  return false;
+}
+
+void dropped_parts(const zanj::Node& n, const std::string& path, const TensorSet& kept,
+                   std::vector<std::string>& out) {
+  if (holds_kept(n, kept)) {
+    const auto child = [&](const std::string& k) { return path.empty() ? k : path + "/" + k; };
+    if (n.is_list()) {
+      for (std::size_t i = 0; i < n.size(); ++i)
+        dropped_parts(n.at(i), child(std::to_string(i)), kept, out);
+    } else if (n.is_dict()) {
+      for (const auto& [k, v] : n.as_dict()) dropped_parts(v, child(k), kept, out);
+    }
+    return;
+  }
+  out.push_back(path.empty() ? "<root>" : path);
+}
+
 int cmd_convert(const std::string& in, const std::string& out, const std::string& to,
-                const std::vector<std::string>& renames) {
+                const std::vector<std::string>& renames, bool weights_only) {
   const zanj::WeightsFormat format =
       to.empty() ? zanj::format_for_extension(out) : zanj::parse_format_name(to);
-  zanj::Node root = read_tree(in);
+  zanj::Node root = read_tree(in, false, /*strict=*/true);
   const bool tensors_only =
       format == zanj::WeightsFormat::kSafetensors || format == zanj::WeightsFormat::kLibtorch;
-  // Formats of named tensors take the state dict of a model or checkpoint file.
+  // Formats of named tensors take the state dict of a model or checkpoint file; what else the
+  // file holds (config, optimizer, counters) is listed, and dropped only with --weights-only.
   if (tensors_only && !zanj::flatten_tensors(root, true).empty()) {
+    std::optional<zanj::Node> kept;
     try {
-      root = zanj::find_state_dict(root, "", in);
+      kept = zanj::find_state_dict(root, "", in);
     } catch (const zanj::FormatError&) {
       // no state dict: the whole tree is flattened (and must hold only tensors)
+    }
+    if (kept) {
+      TensorSet tensors;
+      for (const auto& [k, t] : zanj::flatten_tensors(*kept, true))
+        tensors.insert(t.unsafeGetTensorImpl());
+      std::vector<std::string> dropped;
+      dropped_parts(root, "", tensors, dropped);
+      if (!dropped.empty()) {
+        std::string list;
+        for (std::size_t i = 0; i < dropped.size() && i < 12; ++i) list += "\n  " + dropped[i];
+        if (dropped.size() > 12)
+          list += "\n  ... and " + std::to_string(dropped.size() - 12) + " more";
+        const std::string what = zanj::format_name(format) + " holds named tensors only; " +
+                                 "writing the state dict drops " + std::to_string(dropped.size()) +
+                                 " part(s) of " + in + ":" + list;
+        if (!weights_only) {
+          throw zanj::UsageError(what + "\nPass --weights-only to write the weights alone.");
+        }
+        std::cerr << "zanj: " << what << "\n";
+      }
+      root = std::move(*kept);
     }
   }
   if (!renames.empty()) {
     const auto keys = key_map(renames);
     zanj::Node::Dict renamed;
+    std::unordered_set<std::string> names;
     for (auto& [k, t] : zanj::flatten_tensors(root, tensors_only ? false : true)) {
       const auto name = keys.apply(k);
       if (!name) continue;
-      for (const auto& [existing, unused] : renamed) {
-        if (existing == *name)
-          throw zanj::FormatError(in + ": " + k + ": renamed to '" + *name +
-                                  "', which another key already has");
+      if (!names.insert(*name).second) {
+        throw zanj::FormatError(in + ": " + k + ": renamed to '" + *name +
+                                "', which another key already has");
       }
       renamed.emplace_back(*name, zanj::Node(t));
     }
@@ -828,6 +899,7 @@ int main(int argc, char** argv) {
   export_pt->add_option("OUT", out)->required();
   std::string to;
   std::vector<std::string> renames;
+  bool weights_only = false;
   auto* convert = app.add_subcommand(
       "convert", "convert between .zanj, Python .pt, libtorch .pt and .safetensors");
   convert
@@ -837,6 +909,9 @@ int main(int argc, char** argv) {
       ->required();
   convert->add_option("OUT", out, "output; its extension gives the format unless --to does")
       ->required();
+  convert->add_flag("--weights-only", weights_only,
+                    "to safetensors or libtorch-pt: write the state dict even though the rest "
+                    "(config, optimizer, counters) is dropped");
   convert->add_option("--to", to, "zanj, pt (Python torch.save), libtorch-pt or safetensors")
       ->check(CLI::IsMember({"zanj", "pt", "libtorch-pt", "safetensors"}));
   convert->add_option("--rename", renames,
@@ -862,7 +937,7 @@ int main(int argc, char** argv) {
     if (*extract) return cmd_extract(file, key, out);
     if (*import_pt) return cmd_import_pt(file, out);
     if (*export_pt) return cmd_export_pt(file, out);
-    if (*convert) return cmd_convert(file, out, to, renames);
+    if (*convert) return cmd_convert(file, out, to, renames, weights_only);
     if (*consolidate) return cmd_consolidate(file, out);
   } catch (const zanj::Error& e) {
     std::cerr << "zanj: " << e.what() << "\n";

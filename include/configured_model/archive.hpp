@@ -192,6 +192,13 @@ class ArchiveReader {
   EntryReader open_entry(std::string_view name, bool check_crc = true,
                          std::size_t threads = 1) const;
 
+  /// Checks every entry no read has located yet (its local header against the central
+  /// directory and, with `check_crc`, its CRC-32), so that a full read of a file refuses
+  /// exactly what `verify` refuses, the entries it does not need included.
+  /// @return the names of the entries it checked (none had been read).
+  /// @throws FormatError naming the first bad entry.
+  std::vector<std::string> check_untouched(bool check_crc = true) const;
+
   /// The whole archive mapped copy-on-write (created on first call, then shared).
   /// @throws IoError if the file cannot be mapped.
   ArchiveMapping mapping() const;

@@ -19,6 +19,9 @@ struct VerifyReport {
   std::uint64_t entries = 0;          ///< zip entries checked
   std::uint64_t bytes = 0;            ///< uncompressed bytes read and CRC-checked
   std::uint64_t tensors = 0;          ///< tensors decoded
+  /// What the format let verify check and what it could not (e.g. safetensors has no checksum:
+  /// its structure and bounds are checked, flipped data bytes cannot be found).
+  std::vector<std::string> notes;
 };
 
 /// Checks a `.zanj` file without trusting it: opens the zip, reads every entry (checking its

@@ -62,7 +62,13 @@ struct ArchiveReader::Impl {
   ArchiveLimits limits;
   std::vector<EntryInfo> entries;
   std::unordered_map<std::string_view, std::size_t> index;
-  std::vector<std::uint64_t> local_offsets;         // local header of each entry, central-dir order
+  std::vector<std::uint64_t> local_offsets;  // local header of each entry, central-dir order
+  // What a local header must repeat of its central record (as libzip's consistency check
+  // compares them, so that reading and verify() accept the same files).
+  struct CentralFields {
+    std::uint32_t version_needed = 0, method = 0, modified = 0, crc = 0, compressed = 0, size = 0;
+  };
+  std::vector<CentralFields> central;
   mutable std::vector<std::uint64_t> data_offsets;  // 0 until located
   mutable ArchiveMapping map;
 
@@ -141,9 +147,21 @@ struct ArchiveReader::Impl {
           pread_string(tail_at + end - kEnd64LocatorBytes, kEnd64LocatorBytes, "");
       have64 = get_le(loc.data(), 4) == kEnd64LocatorSig;
       if (have64) {
+        // The locator's disk numbers (the record's disk, the count of disks) and the record's
+        // own (this disk, the directory's disk, entries here vs in all) say "one disk".
+        if (get_le(&loc[4], 4) != 0 || get_le(&loc[16], 4) > 1) {
+          fail("", "not a valid zip archive: zip64 locator says split over several disks");
+        }
         const std::uint64_t end64 = get_le(&loc[8], 8);
+        if (end64 > tail_at + end - kEnd64LocatorBytes) {
+          fail("", "zip64 end record offset " + std::to_string(end64) + " is past its locator");
+        }
         const std::string rec = pread_string(end64, kEnd64Bytes, "");
         if (get_le(rec.data(), 4) != kEnd64Sig) fail("", "zip64 end record missing");
+        if (get_le(&rec[16], 4) != 0 || get_le(&rec[20], 4) != 0 ||
+            get_le(&rec[24], 8) != get_le(&rec[32], 8)) {
+          fail("", "not a valid zip archive: zip64 end record says split over several disks");
+        }
         const std::uint64_t count64 = get_le(&rec[32], 8);
         const std::uint64_t size64 = get_le(&rec[40], 8);
         const std::uint64_t offset64 = get_le(&rec[48], 8);
@@ -189,6 +207,12 @@ struct ArchiveReader::Impl {
       }
       EntryInfo e;
       e.name.assign(r + kCentralHeaderBytes, n);
+      central.push_back({static_cast<std::uint32_t>(get_le(r + 6, 2)),
+                         static_cast<std::uint32_t>(get_le(r + 10, 2)),
+                         static_cast<std::uint32_t>(get_le(r + 12, 4)),
+                         static_cast<std::uint32_t>(get_le(r + 16, 4)),
+                         static_cast<std::uint32_t>(get_le(r + 20, 4)),
+                         static_cast<std::uint32_t>(get_le(r + 24, 4))});
       e.method = static_cast<std::uint16_t>(get_le(r + 10, 2));
       e.crc = static_cast<std::uint32_t>(get_le(r + 16, 4));
       e.compressed_size = get_le(r + 20, 4);
@@ -271,6 +295,27 @@ struct ArchiveReader::Impl {
     if (pread_string(at + kLocalHeaderBytes, n, e.name) != e.name) {
       fail(e.name, "local header names another entry");
     }
+    const CentralFields& c = central[i];
+    const auto disagree = [&](const char* field, std::uint64_t local, std::uint64_t expected) {
+      fail(e.name, std::string("local header disagrees with the central directory on the ") +
+                       field + " (" + std::to_string(local) + " vs " + std::to_string(expected) +
+                       ")");
+    };
+    if (get_le(&h[4], 2) > c.version_needed) {
+      disagree("version needed", get_le(&h[4], 2), c.version_needed);
+    }
+    if (get_le(&h[8], 2) != c.method) disagree("method", get_le(&h[8], 2), c.method);
+    if (get_le(&h[10], 4) != c.modified) disagree("time", get_le(&h[10], 4), c.modified);
+    const bool descriptor = get_le(&h[6], 2) & 8;  // crc and sizes follow the data instead
+    const auto same = [&](const char* field, std::uint64_t local, std::uint32_t expected) {
+      if (local == expected || (descriptor && local == 0)) return;
+      if (local == kMax32 || expected == kMax32) return;  // zip64: the 64-bit values are elsewhere
+      disagree(field, local, expected);
+    };
+    const std::uint64_t crc = get_le(&h[14], 4);
+    if (crc != c.crc && !(descriptor && crc == 0)) disagree("CRC-32", crc, c.crc);
+    same("compressed size", get_le(&h[18], 4), c.compressed);
+    same("size", get_le(&h[22], 4), c.size);
     const std::uint64_t data = at + kLocalHeaderBytes + n + m;
     if (data > file_bytes || e.compressed_size > file_bytes - data) {
       fail(e.name, "entry data (" + std::to_string(e.compressed_size) + " bytes at offset " +
@@ -547,6 +592,24 @@ std::string ArchiveReader::read_head(std::string_view entry_name, std::size_t n)
   std::string out(static_cast<std::size_t>(std::min<std::uint64_t>(n, r.remaining())), '\0');
   r.read(out.data(), out.size());
   return out;
+}
+
+std::vector<std::string> ArchiveReader::check_untouched(bool check_crc) const {
+  std::vector<std::string> checked;
+  for (std::size_t i = 0; i < impl_->entries.size(); ++i) {
+    if (impl_->data_offsets[i] != 0) continue;
+    const EntryInfo& e = impl_->entries[i];
+    EntryReader r = open_entry(e.name, check_crc);
+    char buffer[1 << 14];
+    for (std::uint64_t left = check_crc ? e.size : 0; left > 0;) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, sizeof buffer));
+      r.read(buffer, n);
+      left -= n;
+    }
+    if (check_crc) r.finish();
+    checked.push_back(e.name);
+  }
+  return checked;
 }
 
 std::uint64_t ArchiveReader::data_offset(std::string_view entry_name) const {

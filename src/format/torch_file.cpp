@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -88,6 +89,16 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
                                    "byte order '" + value + "' (expected 'little')");
       }
     }
+    if (const auto* version = archive.find(prefix + "version")) {
+      const std::string value = archive.read(version->name);
+      const std::string digits = value.substr(0, value.find_last_not_of('\n') + 1);
+      if (digits.empty() || digits.size() > 4 ||
+          digits.find_first_not_of("0123456789") != std::string::npos) {
+        detail::throw_format_error(file, version->name,
+                                   "expected the format version (digits), found " +
+                                       std::to_string(value.size()) + " other bytes");
+      }
+    }
     const std::string pickle_entry = prefix + "data.pkl";
     const std::string payload = archive.read(pickle_entry);
     ArchiveMapping mapping;
@@ -143,6 +154,10 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
     limits.max_bytes = options.memory_budget;
     const auto value = detail::unpickle(payload, file, pickle_entry, load, limits);
     Node root = detail::to_node(value, file, limits);
+    // Entries the payload did not use (serialization ids, a stray storage) are still part of
+    // the file: their headers and CRCs are checked as `verify` checks them, so that a file reads
+    // exactly when it verifies.
+    archive.check_untouched(options.check_crc);
     logger()->info("read torch.save file {} ({} entries{})", file, archive.entries().size(),
                    options.mmap ? ", mapped" : "");
     return root;

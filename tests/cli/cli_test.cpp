@@ -105,6 +105,41 @@ TEST(CliTest, VerifyPassesSoundFilesAndReportsCorruption) {
   EXPECT_THAT(out, HasSubstr("CRC-32 mismatch"));
 }
 
+// An entry nothing references is data no reader uses: `ls` reads the file with a warning,
+// `verify` reports the entry and `convert` (lossless or refused) refuses it, naming it.
+TEST(CliTest, AnEntryNothingReferencesIsReportedAndNotConverted) {
+  TempDir dir;
+  saved_model(dir.file("m.zanj"));
+  ASSERT_EQ(zanj_test::run("/usr/bin/python3 -c \"import zipfile,sys; "
+                           "zipfile.ZipFile(sys.argv[1], 'a').writestr('stray.bin', b'x' * 9)\" " +
+                           dir.file("m.zanj")),
+            0);
+  std::string out;
+  EXPECT_EQ(zanj_run("ls " + dir.file("m.zanj")), 0);
+  EXPECT_EQ(zanj_run("verify " + dir.file("m.zanj"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("stray.bin"));
+  EXPECT_EQ(zanj_test::run(zanj_cmd() + " convert " + dir.file("m.zanj") + " " +
+                               dir.file("out.zanj") + " 2>&1",
+                           &out),
+            2);
+  EXPECT_THAT(out, HasSubstr("stray.bin"));
+  EXPECT_THAT(out, HasSubstr("not referenced"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out.zanj")));
+}
+
+// safetensors has no checksum: verify says what it checked and what it could not.
+TEST(CliTest, VerifySaysSafetensorsIsCheckedForStructureOnly) {
+  TempDir dir;
+  saved_model(dir.file("m.zanj"));
+  ASSERT_EQ(zanj_run("convert " + dir.file("m.zanj") + " " + dir.file("m.safetensors") +
+                     " --weights-only"),
+            0);
+  std::string out;
+  EXPECT_EQ(zanj_run("verify " + dir.file("m.safetensors"), &out), 0);
+  EXPECT_THAT(out, HasSubstr("structure only"));
+  EXPECT_THAT(out, HasSubstr("no checksum"));
+}
+
 TEST(CliTest, DiffExactIgnoresMetadataButNotValues) {
   TempDir dir;
   saved_model(dir.file("a.zanj"));
