@@ -289,6 +289,13 @@ int main(int argc, char** argv) {
   app.add_option("--big-factor", big_factor, "Size of the lazy-read file, in models")
       ->check(CLI::PositiveNumber);
   app.add_option("--dir", dir, "Directory for the files (removed afterwards)");
+  int keys_small = 10000, keys_large = 100000, keys_python = 50000;
+  app.add_option("--keys-small", keys_small, "Tensors in the small file of the key-count figures")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--keys-large", keys_large, "Tensors in the large file of the key-count figures")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--keys-python", keys_python, "Tensors in the file zanj ls and Python load")
+      ->check(CLI::PositiveNumber);
   app.add_option("--child", child_op)->group("");
   app.add_option("--path", child_path)->group("");
   int child_rank = 0, child_world = 1;
@@ -673,6 +680,86 @@ int main(int argc, char** argv) {
         }
       }
       std::filesystem::remove_all(ddir);
+    }
+#endif
+#ifdef ZANJ_CLI
+    // Key counts: `zanj ls` (the whole process, as a user runs it) of files of 10k and 100k small
+    // tensors in each format; linear readers give 10. And `zanj ls` of a Python torch.save state
+    // dict of 50k tensors against Python loading it (`python3 -c 'import torch; torch.load(f)'`,
+    // the whole process too; the load alone is printed beside it).
+    {
+      const auto wall = [&](const std::string& cmd) {
+        double best = 1e300;
+        for (int r = 0; r < std::min(reps, 3); ++r) {
+          const auto start = Clock::now();
+          if (std::system((cmd + " >/dev/null 2>&1").c_str()) != 0) {
+            throw std::runtime_error("benchmark command failed: " + cmd);
+          }
+          best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+        }
+        return best;
+      };
+      const std::string cli = ZANJ_CLI;
+      const auto keyed = [&](int n, const std::string& ext) {
+        zanj::Node::Dict sd;
+        zanj::StateDict named;
+        for (int i = 0; i < n; ++i) {
+          auto t = torch::full({2}, static_cast<float>(i));
+          std::string name = "layers." + std::to_string(i) + ".weight";
+          sd.emplace_back(name, zanj::Node(t));
+          named.emplace_back(std::move(name), t);
+        }
+        const std::string path = base + "_keys" + std::to_string(n) + ext;
+        if (ext == ".safetensors") {
+          zanj::save_safetensors(named, path);
+        } else if (ext == ".pt") {
+          zanj::save_torch(zanj::Node(std::move(sd)), path);
+          // Python's own torch.save of it where python3-torch is installed.
+          const std::string cmd =
+              "/usr/bin/python3 -c 'import sys, torch\n"
+              "torch.save(torch.load(sys.argv[1]), sys.argv[1])' " +
+              path + " 2>/dev/null";
+          (void)std::system(cmd.c_str());
+        } else {
+          zanj::save(zanj::Node(std::move(sd)), path);
+        }
+        return path;
+      };
+      std::printf("\n%-34s %10s %10s %10s\n", "zanj ls, keys", std::to_string(keys_small).c_str(),
+                  std::to_string(keys_large).c_str(), "ratio");
+      for (const std::string ext : {".pt", ".safetensors", ".zanj"}) {
+        double t[2];
+        int i = 0;
+        for (int n : {keys_small, keys_large}) {
+          const std::string path = keyed(n, ext);
+          t[i++] = wall(cli + " ls " + path);
+          std::remove(path.c_str());
+        }
+        const std::string name = ext == ".pt"            ? "pt"
+                                 : ext == ".safetensors" ? "safetensors"
+                                                         : "zanj";
+        // Normalised to a tenfold key count, so that other sizes (the smoke test's) compare.
+        json["keys_scaling_" + name] = t[1] / t[0] * 10.0 * keys_small / keys_large;
+        json["keys_ls_s_small_" + name] = t[0];
+        json["keys_ls_s_large_" + name] = t[1];
+        std::printf("%-34s %10.3f %10.3f %10.2f\n", name.c_str(), t[0], t[1],
+                    json["keys_scaling_" + name].get<double>());
+      }
+      if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) {
+        const std::string path = keyed(keys_python, ".pt");
+        const double ls_wall = wall(cli + " ls " + path);
+        const double python =
+            wall("/usr/bin/python3 -c 'import sys, torch\ntorch.load(sys.argv[1])' " + path);
+        const double import_only = wall("/usr/bin/python3 -c 'import torch'");
+        std::remove(path.c_str());
+        json["many_keys_pt_vs_python"] = ls_wall / python;
+        json["many_keys_pt_ls_s"] = ls_wall;
+        json["many_keys_pt_python_s"] = python;
+        json["many_keys_pt_python_load_only_s"] = python - import_only;
+        std::printf("%-34s %10.3f s vs python %.3f s (torch.load alone %.3f s): %.2f\n",
+                    "zanj ls, 50k-tensor torch.save", ls_wall, python, python - import_only,
+                    ls_wall / python);
+      }
     }
 #endif
     for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st})
