@@ -321,6 +321,13 @@ TEST(ArchiveReaderTest, EntryReaderStreamsStoredAndDeflatedEntriesAndChecksTheir
     std::size_t record = bytes.find(std::string("PK\x01\x02", 4));
     if (std::string(name) == "d") record = bytes.find(std::string("PK\x01\x02", 4), record + 4);
     bytes[record + 16] = static_cast<char>(bytes[record + 16] ^ 1);
+    // ... and in the local header (CRC at 14), so that the data's own check catches it.
+    const auto local = static_cast<std::size_t>(
+        static_cast<unsigned char>(bytes[record + 42]) |
+        static_cast<unsigned char>(bytes[record + 43]) << 8 |
+        static_cast<unsigned char>(bytes[record + 44]) << 16 |
+        static_cast<std::size_t>(static_cast<unsigned char>(bytes[record + 45])) << 24);
+    bytes[local + 14] = static_cast<char>(bytes[local + 14] ^ 1);
     const auto bad = zanj::ArchiveReader::from_bytes(bytes, "bad.zip");
     try {
       bad.read(name);

@@ -164,8 +164,14 @@ struct OneEntry {
     o.body = std::move(body);
     return o;
   }
+  // Sets a field of the central record (CRC 16, sizes 20 and 24) and the same field of the
+  // local header (at offset 0, two bytes earlier), so that the two agree and the data checks
+  // are what catches the lie.
   void set_u32(std::size_t at, std::uint32_t v) {
-    for (int k = 0; k < 4; ++k) bytes[record + at + k] = static_cast<char>(v >> (8 * k));
+    for (int k = 0; k < 4; ++k) {
+      bytes[record + at + k] = static_cast<char>(v >> (8 * k));
+      bytes[at - 2 + k] = static_cast<char>(v >> (8 * k));
+    }
   }
   std::uint32_t u32(std::size_t at) const {
     std::uint32_t v = 0;
