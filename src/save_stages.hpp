@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The stages every crash-safe write goes through (ArchiveWriter for zips, DurableFile for plain
+// The stages every crash-safe write goes through (local files written through the storage
 // files), reported to a hook so that crash tests can stop a process at each stage in turn
 // instead of killing it at random times. Private: tests reach it through the internal target.
 #pragma once

@@ -153,7 +153,9 @@ class EntryReader {
 /// may be used from any thread).
 class ArchiveReader {
  public:
-  /// Opens the zip file at `path`.
+  /// Opens the zip file at `path`: a local path, or an `s3://bucket/key` URI read with HTTP
+  /// range requests (two to open: the tail with the central directory, then the leading JSON
+  /// entries; one per entry read after).
   /// @throws IoError if it cannot be opened, FormatError if it is not a sound zip.
   static ArchiveReader open(const std::string& path, const ArchiveLimits& limits = {});
   /// Opens a zip held in memory; `display_name` names it in error messages.
@@ -200,8 +202,10 @@ class ArchiveReader {
   std::vector<std::string> check_untouched(bool check_crc = true) const;
 
   /// The whole archive mapped copy-on-write (created on first call, then shared).
-  /// @throws IoError if the file cannot be mapped.
+  /// @throws IoError if the file cannot be mapped (a remote object: see can_map()).
   ArchiveMapping mapping() const;
+  /// Whether mapping() can work: a local file or bytes in memory, not an object (s3://).
+  bool can_map() const;
 
   /// The name used in error messages (the path).
   const std::string& name() const;

@@ -1,15 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "checkpoint_index.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
+#include "../storage/storage.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/distributed.hpp"
 #include "configured_model/dtype.hpp"
@@ -55,25 +51,17 @@ struct Checker {
 
 // Size and CRC-32 of a whole file.
 std::pair<std::uint64_t, std::uint32_t> file_crc(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IoError(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::vector<char> buf(4 << 20);
+  const auto file = storage_for(path).open(path);
+  std::vector<char> buf(8 << 20);
   std::uint32_t crc = 0;
-  std::uint64_t n = 0;
-  while (true) {
-    const ssize_t got = ::read(fd, buf.data(), buf.size());
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      const int err = errno;
-      ::close(fd);
-      throw IoError(path + ": read failed (" + std::strerror(err) + ")");
-    }
-    if (got == 0) break;
-    crc = crc32(crc, buf.data(), static_cast<std::size_t>(got));
-    n += static_cast<std::uint64_t>(got);
+  const std::uint64_t size = file->size();
+  for (std::uint64_t at = 0; at < size;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - at));
+    file->read_at(at, buf.data(), n);
+    crc = crc32(crc, buf.data(), n);
+    at += n;
   }
-  ::close(fd);
-  return {n, crc};
+  return {size, crc};
 }
 
 const char* placement_name(Placement p) {
@@ -161,26 +149,22 @@ void check_tiling(const IndexTensor& t, const std::string& file) {
 
 Index load_index(const std::string& directory) {
   Index index;
-  index.path = directory + "/" + kDistributedIndex;
+  index.path = join_path(directory, kDistributedIndex);
   const std::string& file = index.path;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw IoError(file + ": cannot open (" + std::strerror(errno) +
-                  "; not a distributed checkpoint, or one that never committed)");
+  const Storage& storage = storage_for(file);
+  if (!storage.is_file(file)) {
+    throw IoError(file +
+                  ": no such file (not a distributed checkpoint, or one that never committed)");
   }
+  const auto in = storage.open(file);
   JsonLimits limits;
-  in.seekg(0, std::ios::end);
-  const auto size = static_cast<std::streamoff>(in.tellg());
-  in.seekg(0);
-  if (size < 0) throw IoError(file + ": cannot tell its size");
-  if (static_cast<std::uint64_t>(size) > limits.max_bytes) {
+  if (in->size() > limits.max_bytes) {
     throw_format_error(file, "",
-                       std::to_string(size) + " bytes, longer than the limit of " +
+                       std::to_string(in->size()) + " bytes, longer than the limit of " +
                            std::to_string(limits.max_bytes));
   }
-  std::string text(static_cast<std::size_t>(size), '\0');
-  in.read(text.data(), size);
-  if (in.gcount() != size) throw IoError(file + ": short read");
+  std::string text(static_cast<std::size_t>(in->size()), '\0');
+  in->read_at(0, text.data(), text.size());
   return parse_index(text, index.path);
 }
 

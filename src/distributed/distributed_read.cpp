@@ -5,12 +5,11 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
 
+#include "../storage/storage.hpp"
 #include "checkpoint_index.hpp"
 #include "collectives.hpp"
 #include "configured_model/checksum.hpp"
@@ -23,7 +22,6 @@
 #include "tree_layout.hpp"
 
 namespace zanj {
-namespace fs = std::filesystem;
 using detail::IndexPiece;
 using detail::IndexTensor;
 using detail::Placement;
@@ -56,11 +54,12 @@ class Reader {
     const std::string path = file_path(rank);
     const std::string who =
         "rank " + std::to_string(rank) + " of " + std::to_string(index_.world_size);
-    std::error_code ec;
-    const auto size = fs::file_size(path, ec);
-    if (ec) {
+    std::uint64_t size = 0;
+    try {
+      size = detail::storage_for(path).open(path)->size();
+    } catch (const IoError& e) {
       throw IoError(detail::message(
-          path, "", who + ": the file the index names is missing (" + ec.message() + ")"));
+          path, "", who + ": the file the index names is missing (" + e.what() + ")"));
     }
     const auto expected = index_.files[static_cast<std::size_t>(rank)].bytes;
     if (size != expected) {
@@ -259,8 +258,8 @@ void consolidate(const std::string& directory, const std::string& out, const Sav
 }
 
 bool is_distributed_checkpoint(const std::string& directory) {
-  std::error_code ec;
-  return fs::is_regular_file(directory + "/" + kDistributedIndex, ec);
+  const std::string index = detail::join_path(directory, kDistributedIndex);
+  return detail::storage_for(index).is_file(index);
 }
 
 DistributedCheckpointInfo inspect_distributed(const std::string& directory) {

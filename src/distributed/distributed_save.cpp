@@ -14,7 +14,7 @@
 #include <random>
 #include <set>
 
-#include "../format/durable_file.hpp"
+#include "../storage/storage.hpp"
 #include "checkpoint_index.hpp"
 #include "collectives.hpp"
 #include "configured_model/checksum.hpp"
@@ -28,7 +28,6 @@
 #include "tree_layout.hpp"
 
 namespace zanj {
-namespace fs = std::filesystem;
 using detail::Placement;
 
 namespace {
@@ -156,8 +155,10 @@ nlohmann::ordered_json report(bool ok, const std::string& error, const std::stri
 }
 
 void remove_quietly(const std::string& path) {
-  std::error_code ec;
-  fs::remove(path, ec);
+  try {
+    detail::storage_for(path).remove_all(path);
+  } catch (const Error&) {  // NOLINT(bugprone-empty-catch): best effort, the save already failed
+  }
 }
 
 }  // namespace
@@ -275,14 +276,13 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
   file_root["piece_info"] = piece_info;
 
   const std::string name = rank_file_name(token, rank, world);
-  const std::string path = directory + "/" + name;
+  const std::string path = detail::join_path(directory, name);
   bool ok = true;
   std::string error;
   std::uint64_t bytes = 0;
   std::uint32_t crc = 0;
   try {
-    std::error_code ec;
-    fs::create_directories(directory, ec);
+    detail::storage_for(directory).create_directories(directory);
     save(file_root, path, options.save);  // temporary, fsync, rename, directory fsync
     std::tie(bytes, crc) = detail::file_crc(path);
   } catch (const std::exception& e) {
@@ -350,16 +350,18 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
             }
           }
         }
-        detail::DurableFile out(directory + "/" + kDistributedIndex);
-        out.write(dump_json(detail::index_to_json(index), JsonStyle::kIndented));
-        out.commit();  // the checkpoint exists from here on
+        const std::string index_path = detail::join_path(directory, kDistributedIndex);
+        detail::storage_for(index_path)
+            .write_atomically(index_path, dump_json(detail::index_to_json(index),
+                                                    JsonStyle::kIndented));  // the commit
         // The previous save's files are no longer named by the index.
         std::set<std::string> keep;
         for (const auto& f : index.files) keep.insert(f.name);
-        std::error_code ec;
-        for (const auto& entry : fs::directory_iterator(directory, ec)) {
-          const std::string n = entry.path().filename().string();
-          if (is_rank_file_name(n) && !keep.count(n)) remove_quietly(entry.path().string());
+        for (const auto& entry : detail::storage_for(directory).list(directory)) {
+          const std::string& n = entry.name;
+          if (!entry.directory && is_rank_file_name(n) && !keep.count(n)) {
+            remove_quietly(detail::join_path(directory, n));
+          }
         }
       }
     } catch (const std::exception& e) {
@@ -367,10 +369,11 @@ DistributedSaveResult save_distributed(const std::string& directory, const Node&
     }
     if (!outcome.empty()) {  // remove what this save wrote, whoever wrote it
       for (int r = 0; r < world; ++r)
-        remove_quietly(directory + "/" + rank_file_name(token, r, world));
+        remove_quietly(detail::join_path(directory, rank_file_name(token, r, world)));
     }
     // Temporaries of ranks killed while writing (this save's or an earlier one's).
-    detail::remove_stale_temporaries(directory, {"rank-", kDistributedIndex});
+    detail::storage_for(directory).remove_stale_temporaries(directory,
+                                                            {"rank-", kDistributedIndex});
   }
   outcome = detail::broadcast_bytes(group, 0, outcome, "the commit's outcome");
   if (!outcome.empty()) {

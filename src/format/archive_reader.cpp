@@ -4,18 +4,16 @@
 // reads the archive as a second opinion when ArchiveLimits::check_consistency asks (verify()).
 // Entry data is read by us: stored entries read (or mapped) straight from the file, deflated
 // ones inflated by ISA-L straight into the caller's memory, the CRC-32 summed on the way.
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zip.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <unordered_map>
 
 #include "../parallel.hpp"
+#include "../storage/storage.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
@@ -23,7 +21,6 @@
 #include "zip_format.hpp"
 
 namespace zanj {
-namespace fs = std::filesystem;
 namespace {
 
 std::string zip_error_text(int code) {
@@ -41,6 +38,16 @@ std::string errno_text(int err) { return std::strerror(err); }
 constexpr std::size_t kMinZipBytes = 22;
 constexpr const char* kTooShort = "not a zip archive (shorter than the 22-byte end record)";
 
+// Remote files (object stores) are read in few, large requests: an entry up to this size is
+// fetched whole with its local header in one request when it is opened; a larger one has its
+// header fetched alone and its data read in parts of kRemotePartBytes, kRemoteStreams at once,
+// straight into the caller's memory.
+constexpr std::uint64_t kRemoteWholeEntryBytes = 16 << 20;
+constexpr std::size_t kRemotePartBytes = 8 << 20;
+constexpr std::size_t kRemoteStreams = 8;
+// A local header with its name and extras, as our writer makes them, fits in this.
+constexpr std::uint64_t kRemoteHeaderBytes = 1024;
+
 [[noreturn]] void throw_open_error(const std::string& name, int code, const std::string& why) {
   if (code == ZIP_ER_EXISTS) {
     detail::throw_format_error(name, "", "duplicate entry name in the zip (" + why + ")");
@@ -55,9 +62,11 @@ constexpr const char* kTooShort = "not a zip archive (shorter than the 22-byte e
 
 struct ArchiveReader::Impl {
   std::string name;
-  std::uint64_t file_bytes = 0;         // size of the whole archive, bounds every declared size
-  int fd = -1;                          // the file, for open()
-  std::shared_ptr<std::string> memory;  // the bytes, for from_bytes()
+  std::uint64_t file_bytes = 0;                    // size of the whole archive, bounds every size
+  std::unique_ptr<detail::RandomAccessFile> file;  // where the bytes are read from
+  std::shared_ptr<std::string> memory;             // the bytes, for from_bytes()
+  std::uint64_t directory_offset = 0;              // where the central directory starts
+  std::vector<std::uint64_t> span_ends;            // end of each entry's bytes (next header or dir)
   zip_t* za = nullptr;
   ArchiveLimits limits;
   std::vector<EntryInfo> entries;
@@ -77,8 +86,9 @@ struct ArchiveReader::Impl {
   Impl& operator=(const Impl&) = delete;
   ~Impl() {
     if (za) zip_discard(za);
-    if (fd >= 0) ::close(fd);
   }
+
+  bool remote() const { return file->remote(); }
 
   [[noreturn]] void fail(std::string_view entry, const std::string& what) const {
     detail::throw_format_error(name, entry, what);
@@ -90,18 +100,10 @@ struct ArchiveReader::Impl {
       fail(entry, "needs bytes " + std::to_string(offset) + ".." + std::to_string(offset + n) +
                       " past the archive's end (" + std::to_string(file_bytes) + " bytes)");
     }
-    if (memory) {
-      std::memcpy(dst, memory->data() + offset, n);
-      return;
-    }
-    auto* out = static_cast<char*>(dst);
-    std::size_t done = 0;
-    while (done < n) {
-      const ssize_t r = ::pread(fd, out + done, n - done, static_cast<off_t>(offset + done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) detail::throw_io_error(name, entry, "read failed: " + errno_text(errno));
-      if (r == 0) fail(entry, "archive truncated while reading (it shrank after opening?)");
-      done += static_cast<std::size_t>(r);
+    try {
+      file->read_at(offset, dst, n);
+    } catch (const FormatError&) {
+      fail(entry, "archive truncated while reading (it shrank after opening?)");
     }
   }
 
@@ -261,6 +263,38 @@ struct ArchiveReader::Impl {
       }
     }
     data_offsets.assign(entries.size(), 0);
+    directory_offset = cd_offset;
+    std::vector<std::size_t> order(entries.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return local_offsets[a] < local_offsets[b]; });
+    span_ends.assign(entries.size(), cd_offset);
+    for (std::size_t k = 0; k + 1 < order.size(); ++k) {
+      span_ends[order[k]] = std::max(local_offsets[order[k]], local_offsets[order[k + 1]]);
+    }
+    if (remote()) {
+      // The leading JSON entries (a ZANJ file's __zanj_meta__.json and __zanj__.json) come
+      // with one request: opening a remote file costs the tail and this.
+      std::uint64_t head_end = 0;
+      for (std::size_t i : order) {
+        const std::string& n = entries[i].name;
+        if (local_offsets[i] != head_end && head_end != 0) break;
+        if (n.size() < 5 || n.compare(n.size() - 5, 5, ".json") != 0) break;
+        if (span_ends[i] - local_offsets[i] > kRemoteWholeEntryBytes) break;
+        head_end = span_ends[i];
+      }
+      if (head_end > 0) file->prefetch(0, head_end);
+    }
+  }
+
+  // A remote entry's local header (and, when small, its data) in one request.
+  void prefetch_entry(std::size_t i) const {
+    if (!remote()) return;
+    const std::uint64_t at = local_offsets[i];
+    const std::uint64_t span = span_ends[i] > at ? span_ends[i] - at : 0;
+    file->prefetch(at, span <= kRemoteWholeEntryBytes
+                           ? span
+                           : std::min<std::uint64_t>(kRemoteHeaderBytes, file_bytes - at));
   }
 
   // With ArchiveLimits::check_consistency, libzip reads the archive too (comparing every local
@@ -286,6 +320,7 @@ struct ArchiveReader::Impl {
   std::uint64_t locate(std::size_t i) const {
     using namespace zipfmt;  // NOLINT(google-build-using-namespace)
     if (data_offsets[i]) return data_offsets[i];
+    prefetch_entry(i);
     const EntryInfo& e = entries[i];
     const std::uint64_t at = local_offsets[i];
     const std::string h = pread_string(at, kLocalHeaderBytes, e.name);
@@ -368,19 +403,25 @@ ArchiveReader& ArchiveReader::operator=(ArchiveReader&&) noexcept = default;
 ArchiveReader::~ArchiveReader() = default;
 
 ArchiveReader ArchiveReader::open(const std::string& path, const ArchiveLimits& limits) {
+  auto file = detail::storage_for(path).open(path);
+  if (file->remote() && limits.check_consistency) {
+    // libzip's second opinion reads the whole archive: fetched once, in parallel ranges.
+    std::string bytes(static_cast<std::size_t>(file->size()), '\0');
+    const std::size_t parts = (bytes.size() + kRemotePartBytes - 1) / kRemotePartBytes;
+    detail::run_in_order(
+        parts, std::min(parts, kRemoteStreams),
+        [&](std::size_t i) {
+          const std::size_t at = i * kRemotePartBytes;
+          file->read_at(at, &bytes[at], std::min(kRemotePartBytes, bytes.size() - at));
+        },
+        [](std::size_t) {});
+    return from_bytes(std::move(bytes), path, limits);
+  }
   auto impl = std::make_unique<Impl>();
   impl->name = path;
   impl->limits = limits;
-  impl->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (impl->fd < 0) {
-    detail::throw_io_error(path, "",
-                           errno == ENOENT ? "no such file" : "cannot open: " + errno_text(errno));
-  }
-  struct stat st {};
-  if (::fstat(impl->fd, &st) != 0)
-    detail::throw_io_error(path, "", "cannot stat: " + errno_text(errno));
-  if (S_ISDIR(st.st_mode)) detail::throw_io_error(path, "", "is a directory, not a file");
-  impl->file_bytes = static_cast<std::uint64_t>(st.st_size);
+  impl->file = std::move(file);
+  impl->file_bytes = impl->file->size();
   if (impl->file_bytes < kMinZipBytes) {
     detail::throw_format_error(path, "", kTooShort);
   }
@@ -406,6 +447,7 @@ ArchiveReader ArchiveReader::from_bytes(std::string bytes, std::string display_n
   impl->name = std::move(display_name);
   impl->limits = limits;
   impl->memory = std::make_shared<std::string>(std::move(bytes));
+  impl->file = detail::memory_file(impl->memory);
   impl->file_bytes = impl->memory->size();
   if (impl->memory->size() < kMinZipBytes) detail::throw_format_error(impl->name, "", kTooShort);
   impl->load_directory();
@@ -479,6 +521,10 @@ struct EntryReader::Impl {
   // part's CRC is summed slice by slice as it is read, and the parts' CRCs combined in order.
   void read_stored(char* out, std::size_t n) {
     const std::uint64_t at = data_at + done;
+    if (archive->remote()) {
+      read_remote(at, out, n);
+      return;
+    }
     const std::size_t parts = detail::worker_count(threads, n / kParallelReadBytes);
     if (parts <= 1) {
       for (std::size_t from = 0; from < n; from += kCrcSliceBytes) {
@@ -506,6 +552,26 @@ struct EntryReader::Impl {
         [&](std::size_t i) {
           const std::size_t begin = i * part_bytes, end = std::min(n, begin + part_bytes);
           if (check_crc) crc = crc32_combine(crc, crcs[i], end - begin);
+        });
+  }
+
+  // A remote entry's bytes: a request per part of kRemotePartBytes, kRemoteStreams at once,
+  // each straight into the caller's memory and its CRC summed as it lands.
+  void read_remote(std::uint64_t at, char* out, std::size_t n) {
+    const std::size_t count =
+        std::max<std::size_t>(1, (n + kRemotePartBytes - 1) / kRemotePartBytes);
+    std::vector<std::uint32_t> crcs(count, 0);
+    detail::run_in_order(
+        count, std::min(count, kRemoteStreams),
+        [&](std::size_t i) {
+          const std::size_t begin = i * kRemotePartBytes,
+                            len = std::min(kRemotePartBytes, n - begin);
+          archive->pread_exact(at + begin, out + begin, len, entry->name);
+          if (check_crc) crcs[i] = crc32(0, out + begin, len);
+        },
+        [&](std::size_t i) {
+          const std::size_t begin = i * kRemotePartBytes;
+          if (check_crc) crc = crc32_combine(crc, crcs[i], std::min(kRemotePartBytes, n - begin));
         });
   }
 
@@ -600,10 +666,11 @@ std::vector<std::string> ArchiveReader::check_untouched(bool check_crc) const {
     if (impl_->data_offsets[i] != 0) continue;
     const EntryInfo& e = impl_->entries[i];
     EntryReader r = open_entry(e.name, check_crc);
-    char buffer[1 << 14];
+    // Remote entries are read in requests of kRemotePartBytes, local ones through the cache.
+    std::vector<char> buffer(impl_->remote() ? kRemotePartBytes : std::size_t{1} << 16);
     for (std::uint64_t left = check_crc ? e.size : 0; left > 0;) {
-      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, sizeof buffer));
-      r.read(buffer, n);
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, buffer.size()));
+      r.read(buffer.data(), n);
       left -= n;
     }
     if (check_crc) r.finish();
@@ -616,14 +683,19 @@ std::uint64_t ArchiveReader::data_offset(std::string_view entry_name) const {
   return impl_->locate(impl_->position(impl_->checked(entry_name)));
 }
 
+bool ArchiveReader::can_map() const { return !impl_->remote(); }
+
 ArchiveMapping ArchiveReader::mapping() const {
   if (impl_->map) return impl_->map;
   if (impl_->memory) {
     impl_->map = ArchiveMapping(impl_->memory, impl_->memory->data());
     return impl_->map;
   }
+  if (impl_->file->fd() < 0) {
+    detail::throw_io_error(impl_->name, "", "cannot map a remote object (read it instead)");
+  }
   const std::size_t len = static_cast<std::size_t>(impl_->file_bytes);
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, impl_->fd, 0);
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, impl_->file->fd(), 0);
   if (p == MAP_FAILED) {
     detail::throw_io_error(impl_->name, "", "cannot map the file: " + errno_text(errno));
   }

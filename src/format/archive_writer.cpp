@@ -3,21 +3,13 @@
 // with their data at 64-byte-aligned offsets, CRC-32 summed slice by slice as they go;
 // deflated entries through ISA-L in chunks on several cores), and commit() makes the file
 // appear atomically.
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
-#include <random>
 #include <unordered_set>
 
 #include "../parallel.hpp"
-#include "../save_stages.hpp"
+#include "../storage/storage.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
@@ -25,7 +17,6 @@
 #include "zip_format.hpp"
 
 namespace zanj {
-namespace fs = std::filesystem;
 using namespace zipfmt;  // NOLINT(google-build-using-namespace): record constants only
 
 namespace {
@@ -36,34 +27,9 @@ constexpr std::size_t kSliceBytes = kCrcSliceBytes;
 // into output buffers that are reused, at most two per compressing thread.
 constexpr std::uint64_t kChunkBytes = 2 << 20;
 constexpr std::size_t kBuffersPerThread = 2;
-// Writeback of written data is started every this many bytes (sync_file_range), so the disk
-// works while later entries are compressed and commit()'s fsync has little left to wait for.
-constexpr std::uint64_t kWritebackBytes = 8 << 20;
 constexpr std::uint16_t kFlagUtf8 = 0x0800;
 constexpr std::uint16_t kMadeByUnix = 3 << 8;
 constexpr std::uint32_t kRegularFile0644 = 0100644u << 16;
-
-std::string errno_text(int err) { return std::strerror(err); }
-
-void fsync_directory(const std::string& path, const std::string& file) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // nothing more we can do for durability; the file itself is synced
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  // Some file systems refuse fsync on directories; not a data-loss risk we can act on.
-  if (rc != 0 && err != EINVAL && err != EROFS) {
-    detail::throw_io_error(file, "", "fsync of directory " + path + " failed: " + errno_text(err));
-  }
-}
-
-std::string temporary_name(const fs::path& final_path) {
-  std::random_device rd;
-  const auto tag = std::to_string(::getpid()) + "-" + std::to_string(rd());
-  // A leading dot and a ".tmp" suffix: never mistaken for a checkpoint by a *.zanj glob.
-  return (final_path.parent_path() / ("." + final_path.filename().string() + "." + tag + ".tmp"))
-      .string();
-}
 
 // MS-DOS date and time of now, local time, as zip stores modification times.
 std::pair<std::uint16_t, std::uint16_t> dos_now() {
@@ -88,9 +54,8 @@ struct ArchiveWriter::Impl {
     std::uint16_t method = 0;
   };
 
-  std::string path;  // final path, for messages
-  std::string tmp_path;
-  int fd = -1;
+  std::string path;                            // final path, for messages
+  std::unique_ptr<detail::WritableFile> file;  // where the bytes go (see storage.hpp)
   std::uint64_t offset = 0;
   bool force_zip64 = false;
   int level = kDefaultDeflateLevel;
@@ -101,51 +66,14 @@ struct ArchiveWriter::Impl {
   std::unordered_set<std::string> names;
   std::vector<std::string> chunk_out;    // deflated chunks waiting to be written, reused
   std::vector<std::uint32_t> chunk_crc;  // and the CRC-32 of each one's input
-  std::uint64_t writeback_from = 0;      // data before this offset has its writeback started
-  bool start_writeback = false;          // a real file (not the in-memory one)
 
-  ~Impl() {
-    if (fd >= 0) ::close(fd);
-    if (!committed && !tmp_path.empty()) {
-      std::error_code ec;
-      fs::remove(tmp_path, ec);
-    }
+  void write_all(const std::string& /*entry*/, const char* p, std::size_t n) {
+    file->append(p, n);
+    offset += n;
   }
 
-  [[noreturn]] void fail(const std::string& entry, const std::string& what, int err) const {
-    detail::throw_io_error(path, entry, what + ": " + errno_text(err));
-  }
-
-  void write_all(const std::string& entry, const char* p, std::size_t n) {
-    while (n > 0) {
-      const ssize_t w = ::write(fd, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail(entry, "write to " + tmp_path + " failed", errno);
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      offset += static_cast<std::uint64_t>(w);
-    }
-    if (start_writeback && offset - writeback_from >= kWritebackBytes) {
-      // Advisory: an error here (a file system without it) leaves the work to fsync.
-      (void)::sync_file_range(fd, static_cast<off_t>(writeback_from),
-                              static_cast<off_t>(offset - writeback_from), SYNC_FILE_RANGE_WRITE);
-      writeback_from = offset;
-    }
-  }
-
-  void pwrite_all(const std::string& entry, const std::string& bytes, std::uint64_t at) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t w =
-          ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail(entry, "write to " + tmp_path + " failed", errno);
-      }
-      done += static_cast<std::size_t>(w);
-    }
+  void pwrite_all(const std::string& /*entry*/, const std::string& bytes, std::uint64_t at) {
+    file->patch(at, bytes);
   }
 
   // Writes the pieces as they are; returns their CRC-32.
@@ -242,31 +170,9 @@ ArchiveWriter::ArchiveWriter(std::string path, std::string* memory,
   impl_->level = options.deflate_level;
   impl_->threads = options.threads;
   std::tie(impl_->dos_time, impl_->dos_date) = dos_now();
-  if (memory_) {  // an anonymous in-memory file: the same writes, read back by commit()
-    impl_->fd = ::memfd_create("zanj-archive", MFD_CLOEXEC);
-    if (impl_->fd < 0) impl_->fail("", "cannot create an in-memory file", errno);
-    return;
-  }
-  const fs::path final_path = fs::absolute(path_);
-  std::error_code ec;
-  fs::create_directories(final_path.parent_path(), ec);
-  if (ec) {
-    detail::throw_io_error(
-        path_, "",
-        "cannot create directory " + final_path.parent_path().string() + ": " + ec.message());
-  }
-  impl_->tmp_path = temporary_name(final_path);
-  impl_->fd = ::open(impl_->tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (impl_->fd < 0) {
-    const int err = errno;
-    impl_->tmp_path.clear();
-    impl_->fail("", "cannot create temporary file next to it", err);
-  }
-  // Held until the file is renamed into place: a clean-up (CheckpointManager) removes only
-  // temporaries whose lock it can take, i.e. those whose writer died.
-  (void)::flock(impl_->fd, LOCK_EX | LOCK_NB);
-  impl_->start_writeback = true;
-  detail::report_save_stage(detail::SaveStage::kTemporaryCreated, path_);
+  // In memory, to a local file (locked temporary, fsync, rename) or to an object store
+  // (multipart upload): the same bytes, visible only once commit() returns.
+  impl_->file = memory_ ? detail::memory_writer(memory_) : detail::storage_for(path_).create(path_);
 }
 
 ArchiveWriter::~ArchiveWriter() = default;
@@ -315,6 +221,7 @@ void ArchiveWriter::add(const std::string& name, std::initializer_list<std::stri
       .bytes(name);
   if (zip64) h.u16(kZip64ExtraId).u16(16).u64(size).u64(stored ? size : 0);
   if (stored) h.u16(kPaddingExtraId).u16(padding).zeros(padding);
+  w.file->hold(c.local_offset);  // patched below
   w.write_all(name, h.str().data(), h.str().size());
 
   if (stored) {
@@ -336,6 +243,7 @@ void ArchiveWriter::add(const std::string& name, std::initializer_list<std::stri
     z.u64(c.compressed);
     w.pwrite_all(name, z.str(), c.local_offset + kLocalHeaderBytes + name.size() + 4 + 8);
   }
+  w.file->release();
   w.central.push_back(std::move(c));
 }
 
@@ -399,36 +307,8 @@ void ArchiveWriter::commit() {
       .u32(zip64 ? kMax32 : cd_offset)
       .u16(0);
   w.write_all("", cd.str().data(), cd.str().size());
-  if (memory_) {
-    std::string bytes(static_cast<std::size_t>(w.offset), '\0');
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t r =
-          ::pread(w.fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) w.fail("", "reading back the in-memory archive failed", r < 0 ? errno : EIO);
-      done += static_cast<std::size_t>(r);
-    }
-    *memory_ = std::move(bytes);
-    w.committed = true;
-    ::close(w.fd);
-    w.fd = -1;
-    return;
-  }
-  detail::report_save_stage(detail::SaveStage::kDataWritten, path_);
-  if (::fsync(w.fd) != 0) w.fail("", "fsync of " + w.tmp_path + " failed", errno);
-  detail::report_save_stage(detail::SaveStage::kTemporarySynced, path_);
-  // Renamed while still open (and locked), so that no clean-up can take it in between.
-  if (::rename(w.tmp_path.c_str(), path_.c_str()) != 0) {
-    w.fail("", "cannot rename " + w.tmp_path + " into place", errno);
-  }
+  w.file->commit();
   w.committed = true;
-  detail::report_save_stage(detail::SaveStage::kRenamed, path_);
-  const int fd = w.fd;
-  w.fd = -1;
-  if (::close(fd) != 0) w.fail("", "close of " + path_ + " failed", errno);
-  fsync_directory(fs::absolute(path_).parent_path().string(), path_);
-  detail::report_save_stage(detail::SaveStage::kDirectorySynced, path_);
 }
 
 }  // namespace zanj

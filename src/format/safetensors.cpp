@@ -19,9 +19,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "../storage/storage.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/json_text.hpp"
-#include "durable_file.hpp"
 #include "json_object.hpp"
 #include "shape_rule.hpp"
 
@@ -441,10 +441,13 @@ std::string_view bytes_of(const at::Tensor& t) {
 void save_safetensors(const StateDict& tensors, const std::string& path,
                       const std::map<std::string, std::string>& metadata) {
   const Prepared p = prepare(tensors, metadata);
-  detail::DurableFile out(path);
-  out.write(p.header);
-  for (const auto& t : p.data) out.write(bytes_of(t));
-  out.commit();
+  const auto out = detail::storage_for(path).create(path);
+  out->append(p.header.data(), p.header.size());
+  for (const auto& t : p.data) {
+    const std::string_view b = bytes_of(t);
+    out->append(b.data(), b.size());
+  }
+  out->commit();
 }
 
 std::string safetensors_bytes(const StateDict& tensors,

@@ -119,7 +119,7 @@ Node read_torch(const ArchiveReader& archive, const ReadOptions& options, bool m
                                        " bytes, found " + std::to_string(info->size) + ")");
       }
       const auto opts = at::TensorOptions().dtype(dtype);
-      if ((options.mmap || map_to_copy) && info->method == 0 && numel > 0) {
+      if ((options.mmap || map_to_copy) && info->method == 0 && numel > 0 && archive.can_map()) {
         const std::uint64_t at = archive.data_offset(name);
         if (at % item == 0) {
           if (!mapping) mapping = archive.mapping();

@@ -1,18 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "configured_model/checkpoint_manager.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <set>
 
-#include "../format/durable_file.hpp"
+#include "../storage/storage.hpp"
 #include "configured_model/archive.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
@@ -20,7 +13,6 @@
 #include "configured_model/logging.hpp"
 
 namespace zanj {
-namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kPrefix = "ckpt-";
@@ -55,11 +47,10 @@ constexpr const char* kBooksKey = "checkpoint_manager";
 std::optional<nlohmann::json> carried_metrics(const std::string& path, bool directory) {
   nlohmann::ordered_json user;
   if (directory) {
-    const std::string index_path = (fs::path(path) / kDistributedIndexName).string();
-    std::ifstream in(index_path, std::ios::binary);
-    if (!in) detail::throw_io_error(index_path, "", "cannot open");
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto j = parse_json(text, index_path, "");
+    const std::string index_path = detail::join_path(path, kDistributedIndexName);
+    const auto text = detail::storage_for(index_path).read_if_exists(index_path);
+    if (!text) detail::throw_io_error(index_path, "", "no such file");
+    const auto j = parse_json(*text, index_path, "");
     if (j.is_object() && j.contains("user_metadata")) user = j["user_metadata"];
   } else {
     const auto meta = read_metadata(path);
@@ -80,9 +71,7 @@ std::optional<nlohmann::json> carried_metrics(const std::string& path, bool dire
 
 CheckpointManager::CheckpointManager(std::string directory, CheckpointPolicy policy)
     : directory_(std::move(directory)), policy_(std::move(policy)) {
-  std::error_code ec;
-  fs::create_directories(directory_, ec);
-  if (ec) detail::throw_io_error(directory_, "", "cannot create directory: " + ec.message());
+  detail::storage_for(directory_).create_directories(directory_);
   if (policy_.keep_best > 0 && policy_.metric.empty()) {
     throw ConfigError("CheckpointPolicy: keep_best needs a metric name");
   }
@@ -113,7 +102,8 @@ SaveOptions CheckpointManager::with_books(SaveOptions options, std::int64_t step
 
 // A killed save leaves its hidden temporary behind; one no live writer holds is removed.
 void CheckpointManager::remove_stale_temporaries() const {
-  for (const auto& name : detail::remove_stale_temporaries(directory_, {kPrefix, kIndex})) {
+  for (const auto& name :
+       detail::storage_for(directory_).remove_stale_temporaries(directory_, {kPrefix, kIndex})) {
     logger()->info("{}: removed {} left by an interrupted save", directory_, name);
   }
 }
@@ -125,14 +115,14 @@ bool CheckpointManager::due(std::int64_t step) const {
 std::string CheckpointManager::path_for(std::int64_t step) const {
   char name[64];
   std::snprintf(name, sizeof(name), "%s%08lld%s", kPrefix, static_cast<long long>(step), kSuffix);
-  return (fs::path(directory_) / name).string();
+  return detail::join_path(directory_, name);
 }
 
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
 std::string CheckpointManager::directory_for(std::int64_t step) const {
   char name[64];
   std::snprintf(name, sizeof(name), "%s%08lld", kPrefix, static_cast<long long>(step));
-  return (fs::path(directory_) / name).string();
+  return detail::join_path(directory_, name);
 }
 #endif
 
@@ -143,11 +133,9 @@ std::vector<CheckpointInfo> CheckpointManager::scan(bool* stale) const {
   bool index_read = false;
   nlohmann::json metrics_by_step = nlohmann::json::object();
   try {
-    const std::string index_path = (fs::path(directory_) / kIndex).string();
-    std::ifstream in(index_path, std::ios::binary);
-    if (in) {
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      const auto j = parse_json(text, index_path, "");
+    const std::string index_path = detail::join_path(directory_, kIndex);
+    if (const auto text = detail::storage_for(index_path).read_if_exists(index_path)) {
+      const auto j = parse_json(*text, index_path, "");
       if (j.is_object() && j.contains("checkpoints")) {
         index_read = true;
         for (const auto& c : j["checkpoints"]) {
@@ -160,18 +148,17 @@ std::vector<CheckpointInfo> CheckpointManager::scan(bool* stale) const {
     logger()->warn("{}: {} unreadable, metrics unknown: {}", directory_, kIndex, e.what());
   }
   std::vector<CheckpointInfo> out;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(directory_, ec)) {
-    std::error_code type_ec;
-    const bool directory = entry.is_directory(type_ec);
-    if (!directory && !entry.is_regular_file(type_ec)) continue;
-    const auto step = step_of(entry.path().filename().string(), directory);
+  const detail::Storage& storage = detail::storage_for(directory_);
+  for (const auto& entry : storage.list(directory_)) {
+    const bool directory = entry.directory;
+    const auto step = step_of(entry.name, directory);
     if (!step) continue;
-    if (directory && !fs::is_regular_file(entry.path() / kDistributedIndexName, type_ec)) {
+    const std::string path = detail::join_path(directory_, entry.name);
+    if (directory && !storage.is_file(detail::join_path(path, kDistributedIndexName))) {
       continue;  // a distributed save that never committed
     }
     CheckpointInfo info;
-    info.path = entry.path().string();
+    info.path = path;
     info.step = *step;
     auto m = metrics_by_step.find(std::to_string(*step));
     const bool indexed = m != metrics_by_step.end();
@@ -188,7 +175,6 @@ std::vector<CheckpointInfo> CheckpointManager::scan(bool* stale) const {
     }
     out.push_back(std::move(info));
   }
-  if (ec) detail::throw_io_error(directory_, "", "cannot list: " + ec.message());
   if (stale && index_read) {
     // Entries for checkpoints that are gone (pruned, or removed by hand) also make it stale.
     std::size_t live = 0;
@@ -226,15 +212,14 @@ void CheckpointManager::write_index(const std::vector<CheckpointInfo>& infos) co
   nlohmann::ordered_json j;
   j["checkpoints"] = nlohmann::ordered_json::array();
   for (const auto& c : infos) {
-    j["checkpoints"].push_back({{"file", fs::path(c.path).filename().string()},
+    j["checkpoints"].push_back({{"file", detail::last_component(c.path)},
                                 {"step", c.step},
                                 {"metrics", nlohmann::ordered_json(c.metrics)}});
   }
   // Same crash-safe path as checkpoints: temporary (locked while written), fsync, rename,
-  // directory fsync.
-  detail::DurableFile index((fs::path(directory_) / kIndex).string());
-  index.write(dump_json(j));
-  index.commit();
+  // directory fsync; or one PUT.
+  const std::string index_path = detail::join_path(directory_, kIndex);
+  detail::storage_for(index_path).write_atomically(index_path, dump_json(j));
 }
 
 void CheckpointManager::check_metrics(const nlohmann::json& metrics) const {
@@ -322,16 +307,12 @@ void CheckpointManager::prune(std::int64_t just_written) {
       kept.push_back(c);
       continue;
     }
-    std::error_code ec;
-    if (fs::is_directory(c.path, ec))
-      fs::remove_all(c.path, ec);
-    else
-      fs::remove(c.path, ec);
-    if (ec) {
-      logger()->warn("{}: cannot remove old checkpoint: {}", c.path, ec.message());
-      kept.push_back(c);
-    } else {
+    try {
+      detail::storage_for(c.path).remove_all(c.path);
       removed = true;
+    } catch (const Error& e) {
+      logger()->warn("{}: cannot remove old checkpoint: {}", c.path, e.what());
+      kept.push_back(c);
     }
   }
   if (removed) write_index(kept);

@@ -399,7 +399,7 @@ class Reader {
     const auto raw = npy_raw_dtype(h);
     if (!raw || (want && *want != *raw)) return {};
     const auto options = at::TensorOptions().dtype(*raw);
-    if (options_.mmap && info.method == 0) {
+    if (options_.mmap && info.method == 0 && archive_.can_map()) {
       const std::uint64_t at = archive_.data_offset(info.name) + h.data_offset;
       if (at % c10::elementSize(*raw) == 0) {
         ArchiveMapping map = archive_.mapping();

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Crash-safe writes report their stages in order (what the crash tests stop processes at), for
-// zips (ArchiveWriter) and plain files (DurableFile) alike, and a failed write leaves nothing.
-#include "format/durable_file.hpp"
-
+// zips (ArchiveWriter) and plain files (the storage seam's writer) alike, and a failed write leaves
+// nothing.
 #include <configured_model/archive.hpp>
 #include <configured_model/errors.hpp>
 #include <configured_model/file.hpp>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "save_stages.hpp"
+#include "storage/storage.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -44,7 +44,7 @@ std::vector<std::string> stages_for(const std::string& path) {
   return names;
 }
 
-TEST(DurableFileTest, AZipReportsEveryStageInOrder) {
+TEST(CrashSafeWriteTest, AZipReportsEveryStageInOrder) {
   TempDir dir;
   Recording rec;
   const std::string path = dir.file("a.zanj");
@@ -55,32 +55,32 @@ TEST(DurableFileTest, AZipReportsEveryStageInOrder) {
   EXPECT_EQ(stages_for(path), kInOrder);
 }
 
-TEST(DurableFileTest, APlainFileReportsEveryStageInOrder) {
+TEST(CrashSafeWriteTest, APlainFileReportsEveryStageInOrder) {
   TempDir dir;
   Recording rec;
   const std::string path = dir.file("index.json");
   {
-    zanj::detail::DurableFile f(path);
-    f.write("{}");
-    f.commit();
+    const auto f = zanj::detail::storage_for(path).create(path);
+    f->append("{}", 2);
+    f->commit();
   }
   EXPECT_EQ(stages_for(path), kInOrder);
   EXPECT_EQ(zanj_test::read_bytes(path), "{}");
 }
 
-TEST(DurableFileTest, AnAbandonedWriteLeavesNothingAndReportsNoCommit) {
+TEST(CrashSafeWriteTest, AnAbandonedWriteLeavesNothingAndReportsNoCommit) {
   TempDir dir;
   Recording rec;
   const std::string path = dir.file("index.json");
   {
-    zanj::detail::DurableFile f(path);
-    f.write("partial");
+    const auto f = zanj::detail::storage_for(path).create(path);
+    f->append("partial", 7);
   }  // destroyed without commit()
   EXPECT_EQ(stages_for(path), std::vector<std::string>{"temporary-created"});
   EXPECT_TRUE(zanj_test::fs::is_empty(dir.path()));
 }
 
-TEST(DurableFileTest, InMemoryArchivesHaveNoStages) {
+TEST(CrashSafeWriteTest, InMemoryArchivesHaveNoStages) {
   Recording rec;
   const std::string bytes = [] {
     zanj::Node tree = zanj::Node::dict();
