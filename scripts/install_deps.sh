@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libzip-dev zipcmp zipmerge ziptool zlib1g-dev libisal-dev libsimdjson-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libgloo-dev clang-format
+  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libgloo-dev libcurl4-openssl-dev clang-format
   python3 python3-numpy python3-torch
 )
 

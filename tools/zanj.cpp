@@ -81,11 +81,13 @@ zanj::ProgressCallback progress_for(const std::string& label) {
 }
 
 // A directory holding a distributed checkpoint (its index).
+// An object store has no directories: an s3:// prefix is one when it holds an index.
 bool is_distributed(const std::string& path) {
+  const bool remote = path.rfind("s3://", 0) == 0;
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
-  return std::filesystem::is_directory(path) && zanj::is_distributed_checkpoint(path);
+  return (remote || std::filesystem::is_directory(path)) && zanj::is_distributed_checkpoint(path);
 #else
-  if (std::filesystem::is_directory(path)) {
+  if (!remote && std::filesystem::is_directory(path)) {
     throw zanj::UsageError(path +
                            ": a directory; this zanj was built without distributed "
                            "checkpoints (CONFIGURED_MODEL_DISTRIBUTED)");

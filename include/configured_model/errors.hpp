@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "configured_model/export.hpp"
 
@@ -24,6 +25,25 @@ class Error : public std::runtime_error {
 class IoError : public Error {
  public:
   using Error::Error;
+};
+
+/// An object store (`s3://`) refused a request for good (after retries, where retrying made
+/// sense): the bucket or key does not exist, the credentials are wrong or lack the right, the
+/// store kept failing. The message names the URI, the HTTP status and the store's error code;
+/// never a credential.
+class StorageError : public IoError {
+ public:
+  StorageError(const std::string& what, long http_status, std::string code)
+      : IoError(what), http_status_(http_status), code_(std::move(code)) {}
+  /// The HTTP status of the last response (0: no response, the connection failed).
+  long http_status() const { return http_status_; }
+  /// The store's error code ("NoSuchBucket", "NoSuchKey", "AccessDenied",
+  /// "InvalidAccessKeyId", "SignatureDoesNotMatch", ...), or a curl error name.
+  const std::string& code() const { return code_; }
+
+ private:
+  long http_status_;
+  std::string code_;
 };
 
 /// The bytes are not what the format says: not a zip, bad `.npy` header, truncated or lying entry,

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "../storage/storage.hpp"
 #include "configured_model/checksum.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
@@ -23,11 +24,10 @@ namespace {
 constexpr unsigned char kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46};
 
 void check_is_zip(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) detail::throw_io_error(path, "", "cannot open for reading");
   unsigned char head[8] = {};
-  in.read(reinterpret_cast<char*>(head), sizeof head);
-  const auto got = static_cast<std::size_t>(in.gcount());
+  const std::string prefix = detail::read_prefix(path, sizeof head);
+  std::memcpy(head, prefix.data(), prefix.size());
+  const std::size_t got = prefix.size();
   if (got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return;
   if (got >= sizeof kLegacyMagic && std::memcmp(head, kLegacyMagic, sizeof kLegacyMagic) == 0) {
     detail::throw_format_error(

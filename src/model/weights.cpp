@@ -14,6 +14,7 @@
 #include <fstream>
 #include <unordered_map>
 
+#include "../storage/storage.hpp"
 #include "configured_model/errors.hpp"
 #include "configured_model/file.hpp"
 #include "configured_model/safetensors.hpp"
@@ -129,11 +130,10 @@ WeightsFormat format_for_extension(const std::string& path) {
 
 WeightsFormat detect_format(const std::string& path) {
   if (ends_with(path, ".index.json")) return WeightsFormat::kSafetensors;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) detail::throw_io_error(path, "", "cannot open for reading");
   unsigned char head[9] = {};
-  in.read(reinterpret_cast<char*>(head), sizeof head);
-  const auto got = static_cast<std::size_t>(in.gcount());
+  const std::string prefix = detail::read_prefix(path, sizeof head);
+  std::memcpy(head, prefix.data(), prefix.size());
+  const std::size_t got = prefix.size();
   if (got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) {
     const auto archive = ArchiveReader::open(path);
     if (archive.contains("__zanj__.json")) return WeightsFormat::kZanj;

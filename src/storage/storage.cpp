@@ -3,6 +3,7 @@
 // memory (see storage.hpp).
 #include "storage.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -68,6 +69,13 @@ void Storage::write_atomically(const std::string& path, std::string_view bytes) 
   auto file = create(path);
   file->append(bytes.data(), bytes.size());
   file->commit();
+}
+
+std::string read_prefix(const std::string& path, std::size_t n) {
+  const auto file = storage_for(path).open(path);
+  std::string out(static_cast<std::size_t>(std::min<std::uint64_t>(n, file->size())), '\0');
+  file->read_at(0, out.data(), out.size());
+  return out;
 }
 
 bool is_object_uri(std::string_view path) { return path.substr(0, kS3Scheme.size()) == kS3Scheme; }

@@ -91,6 +91,9 @@ class Storage {
       const std::string& directory, const std::vector<std::string>& prefixes) const = 0;
 };
 
+/// Up to `n` leading bytes of the file (a format's magic number).  @throws IoError.
+std::string read_prefix(const std::string& path, std::size_t n);
+
 /// "s3://..." paths.
 bool is_object_uri(std::string_view path);
 /// `directory` / `name`, in the path's own syntax.
