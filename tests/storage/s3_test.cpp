@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT
+// s3:// against a real S3-compatible server on 127.0.0.1 (moto_server, started here on a free
+// port), with a fault proxy in front of it (fault_proxy.py: injected 500s, dropped connections,
+// a server that dies mid-upload, key checks). Skipped, saying why, only when no server starts.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <configured_model/checkpoint_manager.hpp>
+#include <configured_model/errors.hpp>
+#include <configured_model/file.hpp>
+#include <configured_model/lazy_file.hpp>
+#include <configured_model/logging.hpp>
+#include <configured_model/verify.hpp>
+#include <cstdlib>
+#include <sstream>
+#include <thread>
+
+#include "storage/s3/s3_client.hpp"
+#include "storage/storage.hpp"
+#include "test_support.hpp"
+
+extern char** environ;
+
+namespace {
+
+using zanj_test::BitIdentical;
+using zanj_test::SameTree;
+using zanj_test::TempDir;
+namespace s3 = zanj::detail::s3;
+
+constexpr const char* kSecret = "s3cr3t-never-in-logs-0123456789";
+constexpr const char* kToken = "t0ken-never-in-logs-9876543210";
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool accepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A shell command in its own process group (killed with it), output to a log file.
+pid_t spawn(const std::string& command) {
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = -1;
+  const std::string cmd = "exec " + command;
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  if (posix_spawn(&pid, "/bin/sh", nullptr, &attr, const_cast<char**>(argv), environ) != 0) {
+    pid = -1;
+  }
+  posix_spawnattr_destroy(&attr);
+  return pid;
+}
+
+bool wait_for(int port, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (accepts(port)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+class S3Test : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    logs_ = new TempDir;
+    server_port_ = free_port();
+    // Both die with the test binary's timeout at the latest (`timeout`), never hanging CI.
+    server_ = spawn("timeout 600 moto_server -H 127.0.0.1 -p " + std::to_string(server_port_) +
+                    " >" + logs_->file("moto.log") + " 2>&1");
+    if (server_ < 0 || !wait_for(server_port_, 30)) {
+      why_skipped_ = "moto_server did not start on 127.0.0.1 (is it on PATH?): S3 tests skipped";
+      return;
+    }
+    proxy_port_ = free_port();
+    proxy_ = spawn(std::string("timeout 600 /usr/bin/python3 ") + CONFIGURED_MODEL_FAULT_PROXY +
+                   " --port " + std::to_string(proxy_port_) +
+                   " --upstream http://127.0.0.1:" + std::to_string(server_port_) + " --ready " +
+                   logs_->file("proxy.ready") + " >" + logs_->file("proxy.log") + " 2>&1");
+    if (proxy_ < 0 || !wait_for(proxy_port_, 30)) {
+      why_skipped_ = "the fault proxy did not start: S3 tests skipped";
+    }
+  }
+  static void TearDownTestSuite() {
+    for (pid_t p : {proxy_, server_}) {
+      if (p > 0) {
+        ::kill(-p, SIGTERM);
+        ::waitpid(p, nullptr, 0);
+      }
+    }
+    delete logs_;
+  }
+
+  void SetUp() override {
+    if (!why_skipped_.empty()) GTEST_SKIP() << why_skipped_;
+    ::setenv("AWS_ENDPOINT_URL", endpoint().c_str(), 1);
+    ::setenv("AWS_ACCESS_KEY_ID", "AKIDTEST", 1);
+    ::setenv("AWS_SECRET_ACCESS_KEY", kSecret, 1);
+    ::setenv("AWS_SESSION_TOKEN", kToken, 1);
+    ::setenv("AWS_REGION", "us-east-1", 1);
+    ::setenv("ZANJ_S3_MAX_ATTEMPTS", "4", 1);
+    ::setenv("ZANJ_S3_TIMEOUT_SECONDS", "10", 1);
+    fault("reset=1");
+    bucket_ = "bucket-" + std::to_string(++buckets_);
+    s3::Request r;
+    r.method = "PUT";
+    r.uri = {bucket_, ""};
+    client().send(r);
+  }
+
+  static std::string endpoint() { return "http://127.0.0.1:" + std::to_string(proxy_port_); }
+  static s3::Client client() { return s3::Client(s3::Config::from_environment()); }
+  std::string uri(const std::string& key) const { return "s3://" + bucket_ + "/" + key; }
+
+  static void fault(const std::string& query) {
+    std::string out;
+    ASSERT_EQ(zanj_test::run("curl -s 'http://127.0.0.1:" + std::to_string(proxy_port_) +
+                                 "/__fault__?" + query + "'",
+                             &out),
+              0);
+    ASSERT_EQ(out, "ok");
+  }
+
+  // Every key in the bucket.
+  std::vector<std::string> keys() const {
+    s3::Request r;
+    r.uri = {bucket_, ""};
+    r.query = {{"list-type", "2"}};
+    return s3::xml_values(client().send(r).body, "Key");
+  }
+
+  static std::uint64_t requests() { return s3::stats().requests; }
+
+  static inline TempDir* logs_ = nullptr;
+  static inline pid_t server_ = -1, proxy_ = -1;
+  static inline int server_port_ = 0, proxy_port_ = 0;
+  static inline std::string why_skipped_;
+  static inline int buckets_ = 0;
+  std::string bucket_;
+};
+
+// A tree with tensors of several dtypes, one large enough for a multipart upload (> 8 MiB).
+zanj::Node sample_tree(std::int64_t big_elements = 3 << 20) {
+  zanj::Node tree = zanj::Node::dict();
+  tree["big"] = torch::randn({big_elements});
+  tree["ints"] = torch::arange(1000, torch::kInt64);
+  tree["half"] = torch::randn({17, 3}).to(torch::kBFloat16);
+  tree["config"] = nlohmann::json{{"lr", 0.1}, {"name", "run"}};
+  return tree;
+}
+
+TEST_F(S3Test, SaveAndReadRoundTripBitExactThroughAMultipartUpload) {
+  const zanj::Node tree = sample_tree();
+  zanj::save(tree, uri("runs/a.zanj"));
+  EXPECT_EQ(keys(), std::vector<std::string>{"runs/a.zanj"});
+  EXPECT_TRUE(SameTree(zanj::read(uri("runs/a.zanj")), tree));
+  // The object is a sound zip by the same checks verify makes on a local file.
+  const auto report = zanj::verify(uri("runs/a.zanj"));
+  EXPECT_TRUE(report.ok) << (report.problems.empty() ? "" : report.problems.front());
+}
+
+TEST_F(S3Test, OpeningCostsTwoRequestsAndALazyTensorOneOfItsOwnBytes) {
+  zanj::Node tree = zanj::Node::dict();
+  for (int i = 0; i < 4; ++i) tree["t" + std::to_string(i)] = torch::randn({1 << 18});  // 1 MiB
+  zanj::save(tree, uri("lazy.zanj"));
+  const auto before_open = requests();
+  const auto bytes_before_open = s3::stats().bytes_received;
+  const auto lazy = zanj::LazyFile::open(uri("lazy.zanj"));
+  EXPECT_EQ(requests() - before_open, 2u);  // the tail, then the leading JSON entries
+  EXPECT_LT(s3::stats().bytes_received - bytes_before_open, (1u << 20) + (64u << 10));
+  const auto before_tensor = requests();
+  const auto bytes_before = s3::stats().bytes_received;
+  const at::Tensor t2 = lazy.tensor("t2");
+  EXPECT_EQ(requests() - before_tensor, 1u);
+  // Its bytes: the data, its .npy header and local header (a few hundred bytes).
+  const auto fetched = s3::stats().bytes_received - bytes_before;
+  EXPECT_GE(fetched, static_cast<std::uint64_t>(t2.nbytes()));
+  EXPECT_LT(fetched, static_cast<std::uint64_t>(t2.nbytes()) + 512);
+  EXPECT_TRUE(BitIdentical(t2, tree["t2"].tensor()));
+}
+
+TEST_F(S3Test, InjectedServerErrorsAndDroppedConnectionsAreRetried) {
+  const zanj::Node tree = sample_tree();
+  fault("error=3");
+  zanj::save(tree, uri("retried.zanj"));
+  fault("drop=3");
+  EXPECT_TRUE(SameTree(zanj::read(uri("retried.zanj")), tree));
+  // Past the attempts: a typed error naming the URI and the store's code.
+  fault("error=100");
+  try {
+    zanj::read(uri("retried.zanj"));
+    ADD_FAILURE() << "read through a failing store succeeded";
+  } catch (const zanj::StorageError& e) {
+    EXPECT_EQ(e.http_status(), 500);
+    EXPECT_EQ(e.code(), "InternalError");
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(uri("retried.zanj")));
+  }
+}
+
+TEST_F(S3Test, AServerDyingMidUploadLeavesNoObjectAndThePreviousOneReads) {
+  const zanj::Node v1 = sample_tree(1000);
+  zanj::save(v1, uri("ckpt.zanj"));
+  fault("down_after=1");  // one part goes through, then the server is gone
+  EXPECT_THROW(zanj::save(sample_tree(6 << 20), uri("ckpt.zanj")), zanj::StorageError);
+  fault("up=1");  // back: the key holds what it held, and nothing else is visible
+  EXPECT_EQ(keys(), std::vector<std::string>{"ckpt.zanj"});
+  EXPECT_TRUE(SameTree(zanj::read(uri("ckpt.zanj")), v1));
+  // A new object under a fresh key, same story.
+  fault("down_after=1");
+  EXPECT_THROW(zanj::save(sample_tree(6 << 20), uri("new.zanj")), zanj::StorageError);
+  fault("up=1");
+  EXPECT_EQ(keys(), std::vector<std::string>{"ckpt.zanj"});
+}
+
+TEST_F(S3Test, WrongCredentialsAndAMissingBucketAreTypedErrorsNamingTheURI) {
+  EXPECT_THAT(
+      [&] { zanj::read("s3://no-such-bucket-here/x.zanj"); },
+      zanj_test::Throws<zanj::StorageError>("s3://no-such-bucket-here/x.zanj", "NoSuchBucket"));
+  EXPECT_THAT([&] { zanj::read(uri("missing.zanj")); },
+              zanj_test::Throws<zanj::StorageError>(uri("missing.zanj"), "no such file"));
+  fault("key=AKIDRIGHT");
+  try {
+    zanj::save(sample_tree(10), uri("denied.zanj"));
+    ADD_FAILURE() << "a save with the wrong key succeeded";
+  } catch (const zanj::StorageError& e) {
+    EXPECT_EQ(e.http_status(), 403);
+    EXPECT_EQ(e.code(), "InvalidAccessKeyId");
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(uri("denied.zanj")));
+    EXPECT_THAT(e.what(), ::testing::Not(::testing::HasSubstr(kSecret)));
+  }
+  ::setenv("AWS_ACCESS_KEY_ID", "AKIDRIGHT", 1);
+  zanj::save(sample_tree(10), uri("allowed.zanj"));
+  EXPECT_EQ(keys(), std::vector<std::string>{"allowed.zanj"});
+}
+
+TEST_F(S3Test, CredentialsNeverAppearInAnyLogLine) {
+  std::ostringstream log;
+  auto previous = zanj::logger();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  auto logger = std::make_shared<spdlog::logger>("s3-test", sink);
+  logger->set_level(spdlog::level::trace);
+  zanj::set_logger(logger);
+  std::string errors;
+  try {
+    fault("error=2");
+    zanj::save(sample_tree(), uri("logged.zanj"));
+    fault("drop=2");
+    (void)zanj::read(uri("logged.zanj"));
+    fault("key=AKIDOTHER");
+    zanj::read(uri("logged.zanj"));
+  } catch (const zanj::Error& e) {
+    errors = e.what();
+  }
+  zanj::set_logger(previous);
+  EXPECT_FALSE(errors.empty());
+  EXPECT_THAT(log.str(), ::testing::HasSubstr("retried"));  // the log was on
+  for (const std::string& text : {log.str(), errors}) {
+    EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr(kSecret)));
+    EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr(kToken)));
+  }
+}
+
+TEST_F(S3Test, PythonZipfileReadsAnObjectDownloadedFromTheStore) {
+  const zanj::Node tree = sample_tree(5000);
+  zanj::save(tree, uri("py.zanj"));
+  TempDir dir;
+  const auto bytes = zanj::detail::storage_for(uri("py.zanj")).read_if_exists(uri("py.zanj"));
+  ASSERT_TRUE(bytes);
+  zanj_test::write_bytes(dir.file("py.zanj"), *bytes);
+  std::string out;
+  EXPECT_EQ(
+      zanj_test::run("/usr/bin/python3 -c \"import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]);"
+                     " print(z.testzip(), sorted(z.namelist())[:2])\" " +
+                         dir.file("py.zanj"),
+                     &out),
+      0);
+  EXPECT_EQ(out, "None ['__zanj__.json', '__zanj_meta__.json']\n");
+}
+
+TEST_F(S3Test, TheManagerKeepsTheLastCheckpointsAndItsIndexInTheBucket) {
+  zanj::CheckpointPolicy policy;
+  policy.keep_last = 2;
+  const std::string dir = uri("run1");
+  {
+    zanj::CheckpointManager manager(dir, policy);
+    for (int step = 1; step <= 4; ++step) {
+      zanj::Node tree = zanj::Node::dict();
+      tree["w"] = torch::full({4}, static_cast<double>(step));
+      manager.save(step, tree, {{"loss", 1.0 / step}});
+    }
+  }
+  EXPECT_EQ(keys(), (std::vector<std::string>{"run1/checkpoints.json", "run1/ckpt-00000003.zanj",
+                                              "run1/ckpt-00000004.zanj"}));
+  zanj::CheckpointManager again(dir, policy);
+  const auto latest = again.latest();
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->step, 4);
+  EXPECT_EQ(latest->metrics, nlohmann::json({{"loss", 0.25}}));
+  EXPECT_TRUE(BitIdentical(zanj::read(latest->path)["w"].tensor(), torch::full({4}, 4.0)));
+}
+
+TEST_F(S3Test, TheCliListsVerifiesAndRefusesADamagedObject) {
+  if (std::string(CONFIGURED_MODEL_ZANJ_CLI).empty()) GTEST_SKIP() << "built without the zanj tool";
+  const std::string cli = CONFIGURED_MODEL_ZANJ_CLI;
+  zanj::save(sample_tree(5000), uri("cli.zanj"));
+  std::string out;
+  EXPECT_EQ(zanj_test::run(cli + " ls " + uri("cli.zanj"), &out), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("big"));
+  EXPECT_EQ(zanj_test::run(cli + " verify " + uri("cli.zanj"), &out), 0);
+  // One flipped byte in the tensor data: verify says damaged (exit 1), reading refuses.
+  std::string bytes = *zanj::detail::storage_for(uri("cli.zanj")).read_if_exists(uri("cli.zanj"));
+  bytes[bytes.size() / 2] ^= 0x20;
+  zanj::detail::storage_for(uri("bad.zanj")).write_atomically(uri("bad.zanj"), bytes);
+  EXPECT_EQ(zanj_test::run(cli + " verify " + uri("bad.zanj") + " 2>&1", &out), 1);
+  EXPECT_THROW(zanj::read(uri("bad.zanj")), zanj::FormatError);
+}
+
+}  // namespace
