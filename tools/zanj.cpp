@@ -787,22 +787,11 @@ int cmd_convert(const std::string& in, const std::string& out, const std::string
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
 // A CheckpointManager's directory: its newest committed distributed checkpoint (ckpt-<step>/).
 std::optional<std::string> latest_distributed(const std::string& dir) {
-  std::optional<std::string> best;
-  long long best_step = -1;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("ckpt-", 0) != 0 || name.size() == 5 ||
-        name.find_first_not_of("0123456789", 5) != std::string::npos || name.size() > 23) {
-      continue;
-    }
-    const long long step = std::stoll(name.substr(5));
-    if (step > best_step && zanj::is_distributed_checkpoint(e.path().string())) {
-      best_step = step;
-      best = e.path().string();
-    }
+  const auto all = zanj::list_checkpoints(dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (zanj::is_distributed_checkpoint(it->path)) return it->path;
   }
-  return best;
+  return std::nullopt;
 }
 #endif
 
@@ -810,7 +799,9 @@ int cmd_consolidate(const std::string& in, const std::string& out) {
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
   std::string dir = in;
   if (!is_distributed(in)) {
-    const auto latest = std::filesystem::is_directory(in) ? latest_distributed(in) : std::nullopt;
+    const bool remote = in.rfind("s3://", 0) == 0;
+    const auto latest =
+        remote || std::filesystem::is_directory(in) ? latest_distributed(in) : std::nullopt;
     if (!latest) {
       throw zanj::UsageError(in + ": neither a distributed checkpoint (no " +
                              std::string(zanj::kDistributedIndex) +

@@ -40,6 +40,11 @@ struct CheckpointInfo {
   nlohmann::json metrics;  ///< as passed to save(); null if unknown
 };
 
+/// The checkpoints in `directory` (a local directory or an `s3://bucket/prefix`) by step, oldest
+/// first, with the metrics each carries: what CheckpointManager::list() returns, without a
+/// manager (nothing is created, cleaned or rewritten).  @throws IoError if it cannot be listed.
+std::vector<CheckpointInfo> list_checkpoints(const std::string& directory);
+
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
 struct DistributedSaveOptions;  // configured_model/distributed.hpp
 #endif

@@ -128,7 +128,22 @@ std::string CheckpointManager::directory_for(std::int64_t step) const {
 
 std::vector<CheckpointInfo> CheckpointManager::list() const { return scan(nullptr); }
 
+namespace {
+std::vector<CheckpointInfo> scan_directory(const std::string& directory_, bool* stale);
+}  // namespace
+
 std::vector<CheckpointInfo> CheckpointManager::scan(bool* stale) const {
+  return scan_directory(directory_, stale);
+}
+
+std::vector<CheckpointInfo> list_checkpoints(const std::string& directory) {
+  return scan_directory(directory, nullptr);
+}
+
+namespace {
+
+// The checkpoints in `directory` by step; with `stale`, whether its index disagrees with them.
+std::vector<CheckpointInfo> scan_directory(const std::string& directory_, bool* stale) {
   // Metrics from each checkpoint, else from the index; the listing decides what exists.
   bool index_read = false;
   nlohmann::json metrics_by_step = nlohmann::json::object();
@@ -184,6 +199,8 @@ std::vector<CheckpointInfo> CheckpointManager::scan(bool* stale) const {
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   return out;
 }
+
+}  // namespace
 
 std::optional<CheckpointInfo> CheckpointManager::latest() const {
   auto all = list();

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <configured_model/checkpoint_manager.hpp>
+#include <configured_model/distributed.hpp>
 #include <configured_model/errors.hpp>
 #include <configured_model/file.hpp>
 #include <configured_model/lazy_file.hpp>
@@ -339,6 +340,57 @@ TEST_F(S3Test, TheCliListsVerifiesAndRefusesADamagedObject) {
   zanj::detail::storage_for(uri("bad.zanj")).write_atomically(uri("bad.zanj"), bytes);
   EXPECT_EQ(zanj_test::run(cli + " verify " + uri("bad.zanj") + " 2>&1", &out), 1);
   EXPECT_THROW(zanj::read(uri("bad.zanj")), zanj::FormatError);
+}
+
+}  // namespace
+
+namespace {
+
+// The last line of a run: "final_state_digest=<hex>".
+std::string digest_of(const std::string& output) {
+  const auto at = output.rfind("final_state_digest=");
+  return at == std::string::npos ? std::string() : output.substr(at);
+}
+
+TEST_F(S3Test, TheExamplesResumeFromABucketExactlyAsAStraightRun) {
+  const std::string mlp = CONFIGURED_MODEL_MLP_EXAMPLE, ddp = CONFIGURED_MODEL_DDP_EXAMPLE;
+  if (mlp.empty()) GTEST_SKIP() << "built without the examples";
+  std::string straight, first, resumed;
+  ASSERT_EQ(zanj_test::run(mlp + " --ckpt-dir " + uri("mlp/straight") +
+                               " --steps 40 --save-every 10 2>/dev/null",
+                           &straight),
+            0);
+  ASSERT_EQ(zanj_test::run(mlp + " --ckpt-dir " + uri("mlp/split") +
+                               " --steps 20 --save-every 10 --async 2>/dev/null",
+                           &first),
+            0);
+  ASSERT_EQ(zanj_test::run(mlp + " --ckpt-dir " + uri("mlp/split") +
+                               " --steps 40 --save-every 10 --resume 2>/dev/null",
+                           &resumed),
+            0);
+  EXPECT_FALSE(digest_of(straight).empty());
+  EXPECT_EQ(digest_of(resumed), digest_of(straight));
+  EXPECT_NE(digest_of(first), digest_of(straight));
+  if (ddp.empty()) return;
+  // Every rank uploads its own file; rank 0 commits the index last; 3 ranks resume 2's run.
+  ASSERT_EQ(zanj_test::run(ddp + " --world-size 2 --ckpt-dir " + uri("ddp/straight") +
+                               " --steps 40 --save-every 20 2>/dev/null",
+                           &straight),
+            0);
+  ASSERT_EQ(zanj_test::run(ddp + " --world-size 2 --ckpt-dir " + uri("ddp/split") +
+                               " --steps 20 --save-every 20 2>/dev/null",
+                           &first),
+            0);
+  ASSERT_EQ(zanj_test::run(ddp + " --world-size 2 --ckpt-dir " + uri("ddp/split") +
+                               " --steps 40 --save-every 20 --resume 2>/dev/null",
+                           &resumed),
+            0);
+  EXPECT_FALSE(digest_of(straight).empty());
+  EXPECT_EQ(digest_of(resumed), digest_of(straight));
+  const auto listed = zanj::list_checkpoints(uri("ddp/split"));
+  ASSERT_FALSE(listed.empty());
+  EXPECT_EQ(listed.back().path, uri("ddp/split/ckpt-00000040"));
+  EXPECT_TRUE(zanj::is_distributed_checkpoint(listed.back().path));
 }
 
 }  // namespace
