@@ -26,6 +26,12 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#ifdef CONFIGURED_MODEL_S3
+#include <thread>
+
+#include "storage/s3/s3_client.hpp"
+#include "storage/storage.hpp"
+#endif
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
 #include <configured_model/distributed.hpp>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
@@ -274,6 +280,135 @@ struct Row {
 
 }  // namespace
 
+#ifdef CONFIGURED_MODEL_S3
+namespace s3 = zanj::detail::s3;
+
+// Runs job(0..n-1) on `streams` threads.
+void in_parallel(std::size_t n, std::size_t streams, const std::function<void(std::size_t)>& job) {
+  std::atomic<std::size_t> next{0};
+  std::vector<std::thread> threads;
+  std::exception_ptr error;
+  std::mutex mu;
+  for (std::size_t t = 0; t < std::min(n, streams); ++t) {
+    threads.emplace_back([&] {
+      for (std::size_t i; (i = next.fetch_add(1)) < n;) {
+        try {
+          job(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (!error) error = std::current_exception();
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// Object-store figures against the store the environment names (scripts/bench.sh starts a
+// local one): a save against a bare multipart PUT loop of the same bytes with the same client,
+// part size and streams; a full read against a bare ranged GET loop; requests of a lazy read.
+void s3_figures(BenchNet& model, const std::string& prefix, int reps,
+                nlohmann::ordered_json& json) {
+  const s3::Client client(s3::Config::from_environment());
+  const std::string uri = prefix + "/bench.zanj";
+  const auto key = s3::Uri::parse(uri);
+  const std::size_t part = client.config().part_bytes;
+  constexpr std::size_t kUploadStreams = 4;                     // as s3_storage.cpp
+  constexpr std::size_t kReadStreams = 8, kReadPart = 8 << 20;  // as archive_reader.cpp
+  model.save(uri);
+  const std::string bytes =
+      *zanj::detail::storage_for(uri).read_if_exists(uri);  // the same bytes, for the loops
+  auto put_loop = [&] {
+    s3::Request create;
+    create.method = "POST";
+    create.uri = s3::Uri::parse(prefix + "/bare.bin");
+    create.query = {{"uploads", ""}};
+    const std::string id = s3::xml_values(client.send(create).body, "UploadId").at(0);
+    const std::size_t parts = (bytes.size() + part - 1) / part;
+    std::vector<std::string> etags(parts);
+    in_parallel(parts, kUploadStreams, [&](std::size_t i) {
+      s3::Request r;
+      r.method = "PUT";
+      r.uri = create.uri;
+      r.query = {{"partNumber", std::to_string(i + 1)}, {"uploadId", id}};
+      r.body = std::string_view(bytes).substr(i * part, part);
+      etags[i] = client.send(r).headers["etag"];
+    });
+    std::string xml = "<CompleteMultipartUpload>";
+    for (std::size_t i = 0; i < parts; ++i) {
+      xml += "<Part><PartNumber>" + std::to_string(i + 1) + "</PartNumber><ETag>" + etags[i] +
+             "</ETag></Part>";
+    }
+    s3::Request done;
+    done.method = "POST";
+    done.uri = create.uri;
+    done.query = {{"uploadId", id}};
+    done.headers.push_back("Content-Type: application/xml");
+    done.body = xml += "</CompleteMultipartUpload>";
+    client.send(done);
+  };
+  std::string sink(bytes.size(), '\0');
+  auto get_loop = [&] {
+    const std::size_t parts = (bytes.size() + kReadPart - 1) / kReadPart;
+    in_parallel(parts, kReadStreams, [&](std::size_t i) {
+      s3::Request r;
+      r.uri = key;
+      const std::size_t at = i * kReadPart, n = std::min(kReadPart, bytes.size() - at);
+      r.headers.push_back("Range: bytes=" + std::to_string(at) + "-" + std::to_string(at + n - 1));
+      r.sink = &sink[at];
+      r.sink_bytes = n;
+      client.send(r);
+    });
+  };
+  auto median = [&](const std::function<void()>& op) {
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+      const auto start = Clock::now();
+      op();
+      t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  BenchNet target(model.config());
+  const double save_s = median([&] { model.save(uri); });
+  const double put_s = median(put_loop);
+  const auto before_read = s3::stats().requests;
+  target.load(uri);
+  const auto read_requests = s3::stats().requests - before_read;
+  const double read_s = median([&] { target.load(uri); });
+  const double get_s = median(get_loop);
+  check(zanj::state_digest(zanj::state_dict(target)) == zanj::state_digest(zanj::state_dict(model)),
+        "the load from the store did not restore the model");
+  const auto before_open = s3::stats().requests;
+  const auto lazy = zanj::LazyFile::open(uri);
+  const auto after_open = s3::stats().requests;
+  (void)lazy.tensor("state_dict/layers.0.weight");
+  const auto after_tensor = s3::stats().requests;
+  json["s3_save_vs_put_loop"] = save_s / put_s;
+  json["s3_read_vs_get_loop"] = read_s / get_s;
+  json["s3_open_requests"] = after_open - before_open;
+  json["s3_lazy_requests"] = after_tensor - before_open;
+  json["s3_save_s"] = save_s;
+  json["s3_put_loop_s"] = put_s;
+  json["s3_read_s"] = read_s;
+  json["s3_read_requests"] = read_requests;
+  json["s3_get_loop_s"] = get_s;
+  json["s3_part_bytes"] = part;
+  std::printf("%-34s %10.3f s vs bare PUT loop %.3f s: %.2f\n", "s3 save", save_s, put_s,
+              save_s / put_s);
+  std::printf("%-34s %10.3f s vs bare GET loop %.3f s: %.2f\n", "s3 load", read_s, get_s,
+              read_s / get_s);
+  std::printf("%-34s %10llu open, %llu open + one tensor\n", "s3 requests",
+              static_cast<unsigned long long>(after_open - before_open),
+              static_cast<unsigned long long>(after_tensor - before_open));
+  for (const char* k : {"/bench.zanj", "/bare.bin"}) {
+    zanj::detail::storage_for(prefix + k).remove_all(prefix + k);
+  }
+}
+#endif
+
 int main(int argc, char** argv) {
   CLI::App app{"configured_model checkpoint benchmark"};
   BenchConfig config;
@@ -296,6 +431,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--keys-python", keys_python, "Tensors in the file zanj ls and Python load")
       ->check(CLI::PositiveNumber);
+  std::string s3_prefix = std::getenv("ZANJ_BENCH_S3") ? std::getenv("ZANJ_BENCH_S3") : "";
+  app.add_option("--s3", s3_prefix,
+                 "s3://bucket/prefix for the object-store figures (scripts/bench.sh starts a "
+                 "local server and passes it)");
+  bool s3_only = false;
+  app.add_flag("--s3-only", s3_only, "Only the object-store figures (needs --s3)");
   app.add_option("--child", child_op)->group("");
   app.add_option("--path", child_path)->group("");
   int child_rank = 0, child_world = 1;
@@ -323,6 +464,16 @@ int main(int argc, char** argv) {
     std::cout << "model: " << config.layers << " x Linear(" << config.width << ", " << config.width
               << ") fp32 = " << mb << " MB; median of " << reps << " runs\n";
     BenchNet target(config);  // loads go into this one
+#ifdef CONFIGURED_MODEL_S3
+    if (s3_only) {
+      check(!s3_prefix.empty(), "--s3-only needs --s3 (or ZANJ_BENCH_S3)");
+      nlohmann::ordered_json json;
+      json["model_mb"] = mb;
+      s3_figures(*model, s3_prefix, reps, json);
+      std::cout << "BENCH_JSON " << json.dump() << std::endl;
+      return 0;
+    }
+#endif
 
     // The operations of each group run round-robin, so that they share the machine's state
     // (page cache, writeback, allocator); one untimed round warms everything up first.
@@ -761,6 +912,11 @@ int main(int argc, char** argv) {
                     ls_wall / python);
       }
     }
+#endif
+#ifdef CONFIGURED_MODEL_S3
+    if (!s3_prefix.empty()) s3_figures(*model, s3_prefix, reps, json);
+#else
+    if (!s3_prefix.empty()) std::cerr << "zanj_bench: built without s3:// (CONFIGURED_MODEL_S3)\n";
 #endif
     for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st})
       std::remove(f.c_str());

@@ -194,7 +194,7 @@ class ArchiveReader {
   EntryReader open_entry(std::string_view name, bool check_crc = true,
                          std::size_t threads = 1) const;
 
-  /// Checks every entry no read has located yet (its local header against the central
+  /// Checks every entry no read has opened (or mapped) yet (its local header against the central
   /// directory and, with `check_crc`, its CRC-32), so that a full read of a file refuses
   /// exactly what `verify` refuses, the entries it does not need included.
   /// @return the names of the entries it checked (none had been read).
@@ -206,6 +206,14 @@ class ArchiveReader {
   ArchiveMapping mapping() const;
   /// Whether mapping() can work: a local file or bytes in memory, not an object (s3://).
   bool can_map() const;
+  /// For a remote object (s3://): fetches the entry whole (with its local header, when it is at
+  /// most 64 MiB) in one request, for reading it alone; later reads of it come from memory.
+  /// Nothing for a local file.
+  void prefetch(std::string_view name) const;
+  /// For a remote object (s3://): checks every entry's local header, fetching them several at
+  /// a time, before a read of the whole archive (which then costs only its data's requests).
+  /// Nothing for a local file.
+  void locate_all() const;
 
   /// The name used in error messages (the path).
   const std::string& name() const;

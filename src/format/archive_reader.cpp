@@ -38,15 +38,19 @@ std::string errno_text(int err) { return std::strerror(err); }
 constexpr std::size_t kMinZipBytes = 22;
 constexpr const char* kTooShort = "not a zip archive (shorter than the 22-byte end record)";
 
-// Remote files (object stores) are read in few, large requests: an entry up to this size is
-// fetched whole with its local header in one request when it is opened; a larger one has its
-// header fetched alone and its data read in parts of kRemotePartBytes, kRemoteStreams at once,
-// straight into the caller's memory.
-constexpr std::uint64_t kRemoteWholeEntryBytes = 16 << 20;
+// Remote files (object stores) are read in few, large requests. Locating an entry fetches its
+// local header with the start of its data (kRemoteHeadBytes: a .npy header's first read)
+// in one request; its data is then read in parts of kRemotePartBytes, kRemoteStreams at once,
+// straight into the caller's memory. prefetch() fetches an entry of up to
+// kRemoteWholeEntryBytes whole, header and all, in one request (a lazy read of one tensor).
+constexpr std::uint64_t kRemoteWholeEntryBytes = 64 << 20;
 constexpr std::size_t kRemotePartBytes = 8 << 20;
 constexpr std::size_t kRemoteStreams = 8;
-// A local header with its name and extras, as our writer makes them, fits in this.
-constexpr std::uint64_t kRemoteHeaderBytes = 1024;
+// A local header is 30 bytes, the name, and extras (ours: at most 87 bytes; a larger one costs
+// a second request); a .npy header's first read is 4 KiB. An entry of up to kRemoteSmallBytes
+// comes whole with its header.
+constexpr std::uint64_t kRemoteHeadBytes = 30 + 1024 + 4096;  // plus the name
+constexpr std::uint64_t kRemoteSmallBytes = 256 << 10;
 
 [[noreturn]] void throw_open_error(const std::string& name, int code, const std::string& why) {
   if (code == ZIP_ER_EXISTS) {
@@ -79,6 +83,7 @@ struct ArchiveReader::Impl {
   };
   std::vector<CentralFields> central;
   mutable std::vector<std::uint64_t> data_offsets;  // 0 until located
+  mutable std::vector<char> entry_used;             // opened or mapped by a read
   mutable ArchiveMapping map;
 
   Impl() = default;
@@ -263,6 +268,7 @@ struct ArchiveReader::Impl {
       }
     }
     data_offsets.assign(entries.size(), 0);
+    entry_used.assign(entries.size(), 0);
     directory_offset = cd_offset;
     std::vector<std::size_t> order(entries.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -287,14 +293,15 @@ struct ArchiveReader::Impl {
     }
   }
 
-  // A remote entry's local header (and, when small, its data) in one request.
-  void prefetch_entry(std::size_t i) const {
+  // A remote entry's local header and the start of its data, or (`whole`, when it is not
+  // too large) all of it, in one request.
+  void prefetch_entry(std::size_t i, bool whole) const {
     if (!remote()) return;
     const std::uint64_t at = local_offsets[i];
     const std::uint64_t span = span_ends[i] > at ? span_ends[i] - at : 0;
-    file->prefetch(at, span <= kRemoteWholeEntryBytes
+    file->prefetch(at, (whole && span <= kRemoteWholeEntryBytes) || span <= kRemoteSmallBytes
                            ? span
-                           : std::min<std::uint64_t>(kRemoteHeaderBytes, file_bytes - at));
+                           : std::min(span, kRemoteHeadBytes + entries[i].name.size()));
   }
 
   // With ArchiveLimits::check_consistency, libzip reads the archive too (comparing every local
@@ -320,7 +327,7 @@ struct ArchiveReader::Impl {
   std::uint64_t locate(std::size_t i) const {
     using namespace zipfmt;  // NOLINT(google-build-using-namespace)
     if (data_offsets[i]) return data_offsets[i];
-    prefetch_entry(i);
+    prefetch_entry(i, false);
     const EntryInfo& e = entries[i];
     const std::uint64_t at = local_offsets[i];
     const std::string h = pread_string(at, kLocalHeaderBytes, e.name);
@@ -625,6 +632,7 @@ EntryReader ArchiveReader::open_entry(std::string_view entry_name, bool check_cr
   r->archive = impl_.get();
   r->entry = &e;
   r->data_at = impl_->locate(impl_->position(e));
+  impl_->entry_used[impl_->position(e)] = 1;
   r->check_crc = check_crc;
   r->threads = threads;
   if (e.method == ZIP_CM_DEFLATE) {
@@ -663,7 +671,7 @@ std::string ArchiveReader::read_head(std::string_view entry_name, std::size_t n)
 std::vector<std::string> ArchiveReader::check_untouched(bool check_crc) const {
   std::vector<std::string> checked;
   for (std::size_t i = 0; i < impl_->entries.size(); ++i) {
-    if (impl_->data_offsets[i] != 0) continue;
+    if (impl_->entry_used[i]) continue;
     const EntryInfo& e = impl_->entries[i];
     EntryReader r = open_entry(e.name, check_crc);
     // Remote entries are read in requests of kRemotePartBytes, local ones through the cache.
@@ -680,10 +688,27 @@ std::vector<std::string> ArchiveReader::check_untouched(bool check_crc) const {
 }
 
 std::uint64_t ArchiveReader::data_offset(std::string_view entry_name) const {
-  return impl_->locate(impl_->position(impl_->checked(entry_name)));
+  const std::size_t i = impl_->position(impl_->checked(entry_name));
+  const std::uint64_t at = impl_->locate(i);
+  impl_->entry_used[i] = 1;
+  return at;
+}
+
+void ArchiveReader::locate_all() const {
+  if (!impl_->remote()) return;
+  const std::size_t n = impl_->entries.size();
+  detail::run_in_order(
+      n, std::min(n, kRemoteStreams), [this](std::size_t i) { impl_->locate(i); },
+      [](std::size_t) {});
 }
 
 bool ArchiveReader::can_map() const { return !impl_->remote(); }
+
+void ArchiveReader::prefetch(std::string_view entry_name) const {
+  if (!impl_->remote()) return;
+  const std::size_t i = impl_->position(impl_->checked(entry_name));
+  if (impl_->data_offsets[i] == 0) impl_->prefetch_entry(i, true);
+}
 
 ArchiveMapping ArchiveReader::mapping() const {
   if (impl_->map) return impl_->map;

@@ -258,6 +258,8 @@ at::Tensor LazyFile::tensor(const std::string& key) const {
   if (!info) detail::throw_format_error(archive_.name(), key, "no tensor stored at this key");
   const auto position = static_cast<std::size_t>(info - tensors_.data());
   try {
+    // One request for a remote entry, rather than its header and then its data.
+    if (!info->entry.empty() && archive_.find(info->entry)) archive_.prefetch(info->entry);
     if (!items_.empty()) {
       // Indexed: the item is rebuilt from the index and read as the tree reader would.
       ojson item = ojson::object();

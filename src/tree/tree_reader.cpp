@@ -425,10 +425,10 @@ class Reader {
     auto* out = static_cast<char*>(dst.data_ptr());
     const std::size_t in_head = std::min<std::size_t>(head.size() - h.data_offset, h.data_bytes);
     std::memcpy(out, head.data() + h.data_offset, in_head);
-    if (info.method == 0) {
+    if (info.method == 0 && archive_.can_map()) {
       reader.read(out + in_head, h.data_bytes - in_head);
       reader.finish();
-    } else {
+    } else {  // deflated, or remote: read later, several entries at a time
       pending_.push_back({&info, head.size(), out + in_head, h.data_bytes - in_head});
     }
     return dst;
@@ -442,8 +442,14 @@ class Reader {
     std::stable_sort(pending_.begin(), pending_.end(), [](const Pending& a, const Pending& b) {
       return a.entry->compressed_size > b.entry->compressed_size;
     });
+    // A remote archive's entries are read kRemoteEntries at a time whatever the cores, each in
+    // parallel ranges (the wait is the network's, not the CPU's).
+    constexpr std::size_t kRemoteEntries = 4;
+    const std::size_t workers = archive_.can_map()
+                                    ? detail::worker_count(options_.threads, pending_.size())
+                                    : std::min(kRemoteEntries, pending_.size());
     detail::run_in_order(
-        pending_.size(), detail::worker_count(options_.threads, pending_.size()),
+        pending_.size(), workers,
         [this](std::size_t i) {
           const Pending& p = pending_[i];
           EntryReader reader = archive_.open_entry(p.entry->name, options_.check_crc);
@@ -505,6 +511,7 @@ Node deserialize_tree(const nlohmann::ordered_json& json, const ArchiveReader& a
                       const TensorDestination& destination,
                       const std::vector<std::string>& at_path) {
   Reader r(archive, externals_info, options, destination);
+  if (at_path.empty()) archive.locate_all();  // a remote archive read whole: headers at once
   std::vector<ojson> path(at_path.begin(), at_path.end());
   Node root = r.walk(json, path);
   r.finish_pending();

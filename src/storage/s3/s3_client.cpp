@@ -230,6 +230,10 @@ Config Config::from_environment() {
   if (!env("ZANJ_S3_MAX_ATTEMPTS").empty()) {
     c.max_attempts = std::max(1, std::atoi(env("ZANJ_S3_MAX_ATTEMPTS").c_str()));
   }
+  if (!env("ZANJ_S3_PART_BYTES").empty()) {
+    // S3 refuses parts under 5 MiB (but the last).
+    c.part_bytes = std::max<std::uint64_t>(5 << 20, std::stoull(env("ZANJ_S3_PART_BYTES")));
+  }
   if (!env("ZANJ_S3_TIMEOUT_SECONDS").empty()) {
     c.timeout_seconds = std::max(1L, std::atol(env("ZANJ_S3_TIMEOUT_SECONDS").c_str()));
   }

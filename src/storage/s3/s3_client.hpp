@@ -26,6 +26,7 @@ struct Config {
   bool path_style = false;    ///< bucket in the path (a custom endpoint) or in the host (AWS)
   int max_attempts = 5;       ///< ZANJ_S3_MAX_ATTEMPTS
   long timeout_seconds = 60;  ///< a request making no progress this long fails (retried)
+  std::uint64_t part_bytes = 8 << 20;  ///< multipart part size (ZANJ_S3_PART_BYTES, >= 5 MiB)
   static Config from_environment();
 };
 

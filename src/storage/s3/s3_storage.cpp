@@ -33,17 +33,17 @@ using s3::Uri;
 constexpr std::uint64_t kTailBytes = 1 << 20;
 // Prefetched ranges kept in memory, at most (the oldest go first; the tail stays).
 constexpr std::uint64_t kCacheBytes = 64 << 20;
-// Parts: S3 wants 5 MiB to 5 GiB each, at most 10,000. The size doubles every 1,000 parts, so
-// objects up to ~8 TB fit (S3's own limit is 5 TB) while small ones waste no memory.
-constexpr std::uint64_t kPartBytes = 8 << 20;
+// Parts: S3 wants 5 MiB to 5 GiB each, at most 10,000. The size (Config::part_bytes, 8 MiB
+// by default: docs/storage.md has the measurement) doubles every 1,000 parts, so objects up to
+// ~8 TB fit (S3's own limit is 5 TB) while small ones waste no memory.
 constexpr std::uint64_t kMaxPartBytes = 5ull << 30;
 constexpr std::size_t kMaxParts = 10000;
 constexpr std::size_t kUploadStreams = 4;
 // A zip local header with its name and extra fields is at most this long.
 constexpr std::uint64_t kMaxHeldBytes = 30 + 65535 + 65535;
 
-std::uint64_t part_bytes(std::size_t part_number) {
-  return std::min(kMaxPartBytes, kPartBytes << std::min<std::size_t>(20, (part_number - 1) / 1000));
+std::uint64_t part_bytes(std::uint64_t base, std::size_t part_number) {
+  return std::min(kMaxPartBytes, base << std::min<std::size_t>(20, (part_number - 1) / 1000));
 }
 
 Client client() { return Client(Config::from_environment()); }
@@ -175,13 +175,14 @@ class S3Upload final : public WritableFile {
   void append(const char* data, std::size_t n) override {
     rethrow_failure();
     while (n > 0) {
-      const std::uint64_t room = part_bytes(next_part_) - current_.size();
+      const std::uint64_t room =
+          part_bytes(client_.config().part_bytes, next_part_) - current_.size();
       const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(room, n));
       current_.append(data, k);
       data += k;
       n -= k;
       size_ += k;
-      if (current_.size() == part_bytes(next_part_)) finish_part();
+      if (current_.size() == part_bytes(client_.config().part_bytes, next_part_)) finish_part();
     }
   }
 
@@ -279,7 +280,7 @@ class S3Upload final : public WritableFile {
     Part p{next_part_++, current_start_, std::move(current_)};
     current_start_ += p.bytes.size();
     current_ = std::string();
-    current_.reserve(static_cast<std::size_t>(part_bytes(next_part_)));
+    current_.reserve(static_cast<std::size_t>(part_bytes(client_.config().part_bytes, next_part_)));
     if (holding_ && p.start < held_from_ + kMaxHeldBytes && p.start + p.bytes.size() > held_from_) {
       held_.push_back(std::move(p));  // patched later
       return;
