@@ -199,4 +199,3 @@ TEST_F(S3Test, TheCliListsVerifiesAndRefusesADamagedObject) {
 }
 
 }  // namespace
-
