@@ -297,11 +297,15 @@ struct ArchiveReader::Impl {
   // too large) all of it, in one request.
   void prefetch_entry(std::size_t i, bool whole) const {
     if (!remote()) return;
+    file->prefetch(local_offsets[i], prefetch_bytes(i, whole));
+  }
+
+  std::uint64_t prefetch_bytes(std::size_t i, bool whole) const {
     const std::uint64_t at = local_offsets[i];
     const std::uint64_t span = span_ends[i] > at ? span_ends[i] - at : 0;
-    file->prefetch(at, (whole && span <= kRemoteWholeEntryBytes) || span <= kRemoteSmallBytes
-                           ? span
-                           : std::min(span, kRemoteHeadBytes + entries[i].name.size()));
+    return (whole && span <= kRemoteWholeEntryBytes) || span <= kRemoteSmallBytes
+               ? span
+               : std::min(span, kRemoteHeadBytes + entries[i].name.size());
   }
 
   // With ArchiveLimits::check_consistency, libzip reads the archive too (comparing every local
@@ -696,10 +700,31 @@ std::uint64_t ArchiveReader::data_offset(std::string_view entry_name) const {
 
 void ArchiveReader::locate_all() const {
   if (!impl_->remote()) return;
-  const std::size_t n = impl_->entries.size();
+  const Impl& a = *impl_;
+  const std::size_t n = a.entries.size();
+  // The header regions (small entries whole), in file order, merged where they are near each
+  // other (a small tensor, then the next one's header): a request per group, several at once.
+  constexpr std::uint64_t kGap = 64 << 10, kGroupBytes = 4 << 20;
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t x, std::size_t y) { return a.local_offsets[x] < a.local_offsets[y]; });
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> groups;  // [begin, end)
+  for (std::size_t i : order) {
+    if (a.data_offsets[i]) continue;  // located already
+    const std::uint64_t begin = a.local_offsets[i], end = begin + a.prefetch_bytes(i, false);
+    if (!groups.empty() && begin <= groups.back().second + kGap &&
+        end - groups.back().first <= kGroupBytes) {
+      groups.back().second = std::max(groups.back().second, end);
+    } else {
+      groups.emplace_back(begin, end);
+    }
+  }
   detail::run_in_order(
-      n, std::min(n, kRemoteStreams), [this](std::size_t i) { impl_->locate(i); },
+      groups.size(), std::min(groups.size(), kRemoteStreams),
+      [&](std::size_t g) { a.file->prefetch(groups[g].first, groups[g].second - groups[g].first); },
       [](std::size_t) {});
+  for (std::size_t i = 0; i < n; ++i) a.locate(i);  // from memory now
 }
 
 bool ArchiveReader::can_map() const { return !impl_->remote(); }
