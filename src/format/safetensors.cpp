@@ -5,10 +5,7 @@
 #include "configured_model/safetensors.hpp"
 
 #include <ATen/ATen.h>
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -47,40 +44,29 @@ const char* dtype_name(c10::ScalarType t) {
   return nullptr;
 }
 
-std::string errno_text(int err) { return std::strerror(err); }
-
-// One file's bytes: an fd read with pread and mapped on demand, or a string in memory.
+// One file's bytes (local, remote or in memory: the storage seam), mapped on demand when local.
 struct Source {
   std::string name;
-  int fd = -1;
-  std::shared_ptr<std::string> memory;
+  std::unique_ptr<detail::RandomAccessFile> file;
+  std::shared_ptr<std::string> memory;  // from_bytes: kept alive by mappings
   std::uint64_t size = 0;
   std::uint64_t data_start = 0;  // 8 + header length
   mutable std::once_flag mapped_once;
   mutable std::shared_ptr<char> map;
 
-  ~Source() {
-    if (fd >= 0) ::close(fd);
-  }
-
   void pread_exact(void* dst, std::uint64_t n, std::uint64_t at, const std::string& key) const {
     if (n == 0) return;  // an empty tensor: its data pointer may be null
-    if (memory) {
-      std::memcpy(dst, memory->data() + at, n);
-      return;
+    if (at > size || n > size - at) {
+      detail::throw_format_error(name, key, "file ends before the tensor's bytes");
     }
-    auto* p = static_cast<char*>(dst);
-    while (n > 0) {
-      const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(at));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) detail::throw_io_error(name, key, "read failed: " + errno_text(errno));
-      if (r == 0) detail::throw_format_error(name, key, "file ends before the tensor's bytes");
-      p += r;
-      at += static_cast<std::uint64_t>(r);
-      n -= static_cast<std::uint64_t>(r);
+    try {
+      file->read_at(at, dst, static_cast<std::size_t>(n));
+    } catch (const FormatError&) {
+      detail::throw_format_error(name, key, "file ends before the tensor's bytes");
     }
   }
 
+  // Null for a remote object (callers read instead) or when mapping fails.
   std::shared_ptr<char> mapping() const {
     std::call_once(mapped_once, [&] {
       if (memory) {
@@ -88,9 +74,9 @@ struct Source {
         map = std::shared_ptr<char>(keep, keep->data());
         return;
       }
-      if (size == 0) return;
+      if (size == 0 || file->fd() < 0) return;
       const auto len = static_cast<std::size_t>(size);
-      void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+      void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, file->fd(), 0);
       if (p == MAP_FAILED) return;  // callers fall back to pread
       map = std::shared_ptr<char>(static_cast<char*>(p), [len](char* q) { ::munmap(q, len); });
     });
@@ -218,13 +204,8 @@ void parse_header(Source& src, const SafetensorsLimits& limits, std::vector<Safe
 std::unique_ptr<Source> open_source(const std::string& path) {
   auto src = std::make_unique<Source>();
   src->name = path;
-  src->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (src->fd < 0) detail::throw_io_error(path, "", "cannot open: " + errno_text(errno));
-  struct stat st {};
-  if (::fstat(src->fd, &st) != 0)
-    detail::throw_io_error(path, "", "cannot stat: " + errno_text(errno));
-  if (!S_ISREG(st.st_mode)) detail::throw_io_error(path, "", "not a regular file");
-  src->size = static_cast<std::uint64_t>(st.st_size);
+  src->file = detail::storage_for(path).open(path);
+  src->size = src->file->size();
   return src;
 }
 
@@ -338,6 +319,7 @@ SafetensorsFile SafetensorsFile::from_bytes(std::string bytes, std::string displ
   auto src = std::make_unique<Source>();
   src->name = std::move(display_name);
   src->memory = std::make_shared<std::string>(std::move(bytes));
+  src->file = detail::memory_file(src->memory);
   src->size = src->memory->size();
   impl->sources.push_back(std::move(src));
   parse_header(*impl->sources.back(), limits, impl->tensors, impl->metadata);

@@ -9,7 +9,9 @@
 #include <configured_model/file.hpp>
 #include <configured_model/lazy_file.hpp>
 #include <configured_model/logging.hpp>
+#include <configured_model/safetensors.hpp>
 #include <configured_model/verify.hpp>
+#include <configured_model/weights.hpp>
 #include <sstream>
 
 #include "s3_server.hpp"
@@ -196,6 +198,21 @@ TEST_F(S3Test, TheCliListsVerifiesAndRefusesADamagedObject) {
   zanj::detail::storage_for(uri("bad.zanj")).write_atomically(uri("bad.zanj"), bytes);
   EXPECT_EQ(zanj_test::run(cli + " verify " + uri("bad.zanj") + " 2>&1", &out), 1);
   EXPECT_THROW(zanj::read(uri("bad.zanj")), zanj::FormatError);
+}
+
+TEST_F(S3Test, SafetensorsAndTorchFilesGoThroughTheBucketToo) {
+  const zanj::StateDict tensors = {{"a.weight", torch::randn({64, 3})},
+                                   {"a.bias", torch::arange(7, torch::kInt32)},
+                                   {"b", torch::randn({5}).to(torch::kBFloat16)}};
+  zanj::save_safetensors(tensors, uri("w.safetensors"));
+  const auto st = zanj::SafetensorsFile::open(uri("w.safetensors"));
+  for (const auto& [key, t] : tensors) EXPECT_TRUE(BitIdentical(st.read_tensor(key), t)) << key;
+  // A .zanj converted to torch.save's format in the bucket, read back the same.
+  zanj::Node tree = zanj::Node::dict();
+  for (const auto& [key, t] : tensors) tree[key] = t;
+  zanj::save_weights(tree, uri("w.pt"), zanj::WeightsFormat::kTorch);
+  const zanj::Node back = zanj::read_weights(uri("w.pt"));
+  for (const auto& [key, t] : tensors) EXPECT_TRUE(BitIdentical(back.at(key).tensor(), t)) << key;
 }
 
 }  // namespace
