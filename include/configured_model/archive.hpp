@@ -31,6 +31,7 @@ struct EntryInfo {
   std::uint64_t compressed_size = 0;  ///< bytes in the file
   std::uint16_t method = 0;           ///< zip compression method (0 stored, 8 deflate)
   std::uint32_t crc = 0;
+  std::uint64_t local_offset = 0;  ///< where its local header starts in the archive
 };
 
 /// A whole archive file mapped copy-on-write (MAP_PRIVATE): pages are read from the file on
@@ -210,10 +211,10 @@ class ArchiveReader {
   /// most 64 MiB) in one request, for reading it alone; later reads of it come from memory.
   /// Nothing for a local file.
   void prefetch(std::string_view name) const;
-  /// For a remote object (s3://): checks every entry's local header, fetching them several at
-  /// a time, before a read of the whole archive (which then costs only its data's requests).
-  /// Nothing for a local file.
-  void locate_all() const;
+  /// For a remote object (s3://): fetches in one request the archive from entry `first`'s local
+  /// header to entry `last`'s header and first `last_bytes` of data (never past `last`), for
+  /// the reads of the entries there that follow. Nothing for a local file.
+  void prefetch_run(std::string_view first, std::string_view last, std::uint64_t last_bytes) const;
 
   /// The name used in error messages (the path).
   const std::string& name() const;

@@ -258,6 +258,7 @@ struct ArchiveReader::Impl {
              "local header offset " + std::to_string(offset) + " is past the archive's end");
       }
       local_offsets.push_back(offset);
+      e.local_offset = offset;
       entries.push_back(std::move(e));
       pos += kCentralHeaderBytes + n + m + k;
     }
@@ -698,36 +699,19 @@ std::uint64_t ArchiveReader::data_offset(std::string_view entry_name) const {
   return at;
 }
 
-void ArchiveReader::locate_all() const {
-  if (!impl_->remote()) return;
-  const Impl& a = *impl_;
-  const std::size_t n = a.entries.size();
-  // The header regions (small entries whole), in file order, merged where they are near each
-  // other (a small tensor, then the next one's header): a request per group, several at once.
-  constexpr std::uint64_t kGap = 64 << 10, kGroupBytes = 4 << 20;
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t x, std::size_t y) { return a.local_offsets[x] < a.local_offsets[y]; });
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> groups;  // [begin, end)
-  for (std::size_t i : order) {
-    if (a.data_offsets[i]) continue;  // located already
-    const std::uint64_t begin = a.local_offsets[i], end = begin + a.prefetch_bytes(i, false);
-    if (!groups.empty() && begin <= groups.back().second + kGap &&
-        end - groups.back().first <= kGroupBytes) {
-      groups.back().second = std::max(groups.back().second, end);
-    } else {
-      groups.emplace_back(begin, end);
-    }
-  }
-  detail::run_in_order(
-      groups.size(), std::min(groups.size(), kRemoteStreams),
-      [&](std::size_t g) { a.file->prefetch(groups[g].first, groups[g].second - groups[g].first); },
-      [](std::size_t) {});
-  for (std::size_t i = 0; i < n; ++i) a.locate(i);  // from memory now
-}
-
 bool ArchiveReader::can_map() const { return !impl_->remote(); }
+
+void ArchiveReader::prefetch_run(std::string_view first, std::string_view last,
+                                 std::uint64_t last_bytes) const {
+  if (!impl_->remote()) return;
+  const std::size_t f = impl_->position(impl_->checked(first));
+  const std::size_t l = impl_->position(impl_->checked(last));
+  const std::uint64_t begin = impl_->local_offsets[f];
+  const std::uint64_t end =
+      std::min(impl_->span_ends[l], impl_->local_offsets[l] + kRemoteHeadBytes +
+                                        impl_->entries[l].name.size() + last_bytes);
+  if (end > begin) impl_->file->prefetch(begin, end - begin);
+}
 
 void ArchiveReader::prefetch(std::string_view entry_name) const {
   if (!impl_->remote()) return;

@@ -350,6 +350,7 @@ class Reader {
     if (!info) fail(path, "'$ref' names entry " + ref + ", which the archive does not contain");
     const std::optional<c10::ScalarType> want =
         j.contains("dtype") ? std::optional<c10::ScalarType>(dtype(j, path)) : std::nullopt;
+    if (at::Tensor t = deferred_tensor(*info, want, j, path); t.defined()) return t;
     const std::size_t pending_before = pending_.size();
     at::Tensor t = direct_tensor(*info, want, path);
     if (t.defined()) {
@@ -375,6 +376,134 @@ class Reader {
     return t;
   }
 
+  // A tensor of a remote archive, allocated from its JSON item and filled by finish_remote().
+  struct Deferred {
+    const EntryInfo* entry;
+    at::Tensor dst;
+    std::vector<ojson> path;
+    std::string dtype_text;
+  };
+
+  // A remote archive's stored entry whose JSON gives its shape and dtype (and whose entry can
+  // hold that many bytes): the tensor is allocated now and filled by finish_remote(), which
+  // reads the entries in file order, each big one's local header and first data range with
+  // the small entries before it in one request. Undefined otherwise.
+  at::Tensor deferred_tensor(const EntryInfo& info, std::optional<c10::ScalarType> want,
+                             const ojson& j, const std::vector<ojson>& path) {
+    // bfloat16 is stored as <f4 by convention: that one converts, through the direct path.
+    if (archive_.can_map() || info.method != 0 || !want || *want == at::kBFloat16) return {};
+    const auto declared = shape(j, path);
+    if (!declared) return {};
+    const auto bytes = detail::shape_bytes(*declared, c10::elementSize(*want));
+    if (!bytes || *bytes > info.size) return {};  // the direct path says what is wrong
+    at::Tensor dst;
+    if (destination_) {
+      dst = destination_(path_string(path));
+      if (dst.defined() && !(dst.device().is_cpu() && dst.is_contiguous() &&
+                             dst.scalar_type() == *want && dst.sizes().vec() == *declared)) {
+        dst = at::Tensor();
+      }
+    }
+    if (!dst.defined()) dst = at::empty(*declared, at::TensorOptions().dtype(*want));
+    deferred_.push_back({&info, dst, path, j["dtype"].get<std::string>()});
+    return dst;
+  }
+
+  // One deferred entry: its .npy header checked against the JSON, its data read into the
+  // tensor (cast, as the direct path casts, when the file's dtype differs).
+  void fill_deferred(const Deferred& d) {
+    constexpr std::size_t kFirstRead = 4096;
+    const EntryInfo& info = *d.entry;
+    const std::string& ref = info.name;
+    EntryReader reader = archive_.open_entry(ref, options_.check_crc, options_.threads);
+    std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(kFirstRead, info.size)),
+                     '\0');
+    reader.read(head.data(), head.size());
+    const std::size_t header_length = npy_header_length(head);
+    if (header_length > head.size() && header_length <= info.size &&
+        header_length <= kMaxNpyHeaderBytes + 12) {
+      const std::size_t had = head.size();
+      head.resize(header_length);
+      reader.read(&head[had], header_length - had);
+    }
+    const NpyHeader h = parse_npy_header(head, info.size, archive_.name(), ref);
+    if (h.shape != d.dst.sizes().vec()) {
+      fail(d.path, "shape mismatch (JSON says " + shape_text(d.dst.sizes().vec()) + ", " + ref +
+                       " holds " + shape_text(h.shape) + ")");
+    }
+    const auto raw = npy_raw_dtype(h);
+    at::Tensor into = d.dst;
+    if (!raw || *raw != d.dst.scalar_type()) {  // decoded whole, then cast into the tensor
+      reader = archive_.open_entry(ref, options_.check_crc);
+      std::string bytes(static_cast<std::size_t>(info.size), '\0');
+      reader.read(bytes.data(), bytes.size());
+      reader.finish();
+      const at::Tensor t = decode_npy(bytes, archive_.name(), ref);
+      if (t.scalar_type() != d.dst.scalar_type()) {
+        anomaly(d.path, "dtype mismatch: JSON says " + d.dtype_text + ", " + ref + " holds " +
+                            numpy_dtype_name(t.scalar_type()) + "; casting");
+      }
+      d.dst.copy_(t);
+      return;
+    }
+    auto* out = static_cast<char*>(into.data_ptr());
+    const std::size_t in_head = std::min<std::size_t>(head.size() - h.data_offset, h.data_bytes);
+    std::memcpy(out, head.data() + h.data_offset, in_head);
+    reader.read(out + in_head, h.data_bytes - in_head);
+    reader.finish();
+  }
+
+ public:
+  // Fills the deferred entries of a remote archive: in file order, in groups of small entries
+  // closed by a big one, a request for each group's bytes up to the big entry's first data
+  // range; kRemoteGroups groups at a time, each big entry's other ranges in parallel.
+  void finish_remote() {
+    if (deferred_.empty()) return;
+    constexpr std::uint64_t kSmall = 256 << 10, kFirstRange = (8 << 20) + (8 << 10);
+    constexpr std::size_t kRemoteGroups = 4;
+    std::stable_sort(deferred_.begin(), deferred_.end(), [](const Deferred& a, const Deferred& b) {
+      return a.entry->local_offset < b.entry->local_offset;
+    });
+    // A group goes on while the entries are small, near each other (what lies between is a
+    // header, no other entry) and their bytes few.
+    constexpr std::uint64_t kNear = 64 << 10, kGroupBytes = 8 << 20;
+    std::vector<std::pair<std::size_t, std::size_t>> groups;  // [first, last) of deferred_
+    std::uint64_t group_bytes = 0;
+    for (std::size_t i = 0; i < deferred_.size(); ++i) {
+      const EntryInfo& e = *deferred_[i].entry;
+      bool starts = groups.empty();
+      if (!starts) {
+        const EntryInfo& prev = *deferred_[i - 1].entry;
+        const std::uint64_t prev_end = prev.local_offset + 30 + 1024 + prev.name.size() +
+                                       prev.compressed_size;  // at most: header, extras, data
+        starts = prev.compressed_size > kSmall || e.local_offset > prev_end + kNear ||
+                 group_bytes + std::min(e.compressed_size, kFirstRange) > kGroupBytes + kFirstRange;
+      }
+      if (starts) {
+        groups.emplace_back(i, i);
+        group_bytes = 0;
+      }
+      groups.back().second = i + 1;
+      group_bytes += std::min(e.compressed_size, kFirstRange);
+    }
+    detail::run_in_order(
+        groups.size(), std::min(kRemoteGroups, groups.size()),
+        [&](std::size_t g) {
+          const auto [first, last] = groups[g];
+          const EntryInfo& end = *deferred_[last - 1].entry;
+          archive_.prefetch_run(deferred_[first].entry->name, end.name,
+                                std::min(end.size, kFirstRange));
+          for (std::size_t i = first; i < last; ++i) fill_deferred(deferred_[i]);
+        },
+        [&](std::size_t g) {
+          for (std::size_t i = groups[g].first; i < groups[g].second; ++i) {
+            report(deferred_[i].entry->name, deferred_[i].entry->size);
+          }
+        });
+    deferred_.clear();
+  }
+
+ private:
   // A `.npy` entry whose data needs no conversion, without intermediate buffers: mapped
   // (options.mmap, stored entries) or read straight into its tensor; a deflated entry's data is
   // inflated into it later, in parallel with the others (finish_pending). Undefined when the
@@ -502,6 +631,7 @@ class Reader {
     std::size_t bytes;
   };
   std::vector<Pending> pending_;
+  std::vector<Deferred> deferred_;
 };
 
 }  // namespace
@@ -511,9 +641,9 @@ Node deserialize_tree(const nlohmann::ordered_json& json, const ArchiveReader& a
                       const TensorDestination& destination,
                       const std::vector<std::string>& at_path) {
   Reader r(archive, externals_info, options, destination);
-  if (at_path.empty()) archive.locate_all();  // a remote archive read whole: headers at once
   std::vector<ojson> path(at_path.begin(), at_path.end());
   Node root = r.walk(json, path);
+  r.finish_remote();
   r.finish_pending();
   return root;
 }
