@@ -5,12 +5,18 @@
 //   mlp_example [--out mlp.zanj] [--hidden-dim 20] [--steps 100]
 //   mlp_example --read some.zanj      # print MyNN's output for a fixed input as JSON
 //   mlp_example --ckpt-dir runs/a --steps 200 [--save-every 10] [--resume] [--async]
-//                                     # resumable run: checkpoints every K steps, keeps the
-//                                     # last 3, --resume continues from the latest one,
-//                                     # --async saves in the background while training goes on
+//               [--optimizer sgd|adam|adamw|rmsprop|adagrad|lbfgs] [--dtype float32|float64|
+//               bfloat16] [--freeze-first-layer] [--param-groups 1|2] [--dataset-size 1000]
+//               [--batch-size 32]
+//                                     # resumable run over a DataLoader with a RandomSampler:
+//                                     # checkpoints every K steps (mid-epoch too), keeps the
+//                                     # last 3, --resume continues from the latest one (the
+//                                     # loader is built after resuming, as a training loop
+//                                     # does), --async saves in the background
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <iostream>
+#include <optional>
 
 #include "my_nn.hpp"
 
@@ -97,59 +103,180 @@ int train_save_check(const std::string& out, int64_t hidden_dim, int steps) {
   return outputs_equal && state_equal && records_equal ? 0 : 1;
 }
 
-int resumable_run(const std::string& ckpt_dir, bool resume, int64_t hidden_dim, int64_t steps,
-                  int64_t save_every, bool background) {
+// The training data of a resumable run: `size` samples of the two-class problem, served one
+// example at a time to a torch::data DataLoader.
+class Synthetic : public torch::data::datasets::Dataset<Synthetic> {
+ public:
+  Synthetic(int64_t size, int64_t input_dim, torch::Dtype dtype) {
+    torch::manual_seed(0);
+    x_ = torch::randn({size, input_dim});
+    y_ = (x_.sum(1) > 0).to(torch::kLong);
+    x_ = x_.to(dtype);
+  }
+  torch::data::Example<> get(size_t index) override {
+    const auto i = static_cast<int64_t>(index);
+    return {x_[i], y_[i]};
+  }
+  torch::optional<size_t> size() const override { return static_cast<size_t>(x_.size(0)); }
+
+ private:
+  torch::Tensor x_, y_;
+};
+
+struct RunOptions {
+  std::string ckpt_dir;
+  bool resume = false;
+  int64_t hidden_dim = 20;
+  int64_t steps = 100;
+  int64_t save_every = 10;
+  bool background = false;
+  std::string optimizer = "sgd";
+  std::string dtype = "float32";
+  bool freeze_first_layer = false;
+  int64_t param_groups = 1;
+  int64_t dataset_size = 1000;
+  int64_t batch_size = 32;
+};
+
+torch::Dtype dtype_named(const std::string& name) {
+  if (name == "float64") return torch::kFloat64;
+  if (name == "bfloat16") return torch::kBFloat16;
+  return torch::kFloat32;
+}
+
+struct Trainable {
+  std::vector<torch::Tensor> weights, biases, all;
+};
+
+// One group over every trainable parameter, or two: the weights, and the biases with `second`.
+template <class Opt, class Options>
+std::unique_ptr<torch::optim::Optimizer> grouped(const Trainable& t, int64_t groups, Options first,
+                                                 Options second) {
+  std::vector<torch::optim::OptimizerParamGroup> g;
+  if (groups == 2) {
+    g.emplace_back(t.weights, std::make_unique<Options>(first));
+    g.emplace_back(t.biases, std::make_unique<Options>(second));
+  } else {
+    g.emplace_back(t.all, std::make_unique<Options>(first));
+  }
+  return std::make_unique<Opt>(std::move(g), first);
+}
+
+// A fresh optimizer of the kind --optimizer names, over the trainable parameters: one group, or
+// two (the weights, and the biases at half the learning rate).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const RunOptions& o, mlp::MyNN& model) {
+  namespace optim = torch::optim;
+  Trainable t;
+  for (const auto& p : model.named_parameters()) {
+    if (!p.value().requires_grad()) continue;
+    t.all.push_back(p.value());
+    (p.value().dim() > 1 ? t.weights : t.biases).push_back(p.value());
+  }
+  const int64_t g = o.param_groups;
+  if (o.optimizer == "adam") {
+    return grouped<optim::Adam>(t, g, optim::AdamOptions(1e-2).amsgrad(true).weight_decay(1e-4),
+                                optim::AdamOptions(5e-3).amsgrad(true));
+  }
+  if (o.optimizer == "adamw") {
+    return grouped<optim::AdamW>(t, g, optim::AdamWOptions(1e-2),
+                                 optim::AdamWOptions(5e-3).weight_decay(0));
+  }
+  if (o.optimizer == "rmsprop") {
+    return grouped<optim::RMSprop>(t, g, optim::RMSpropOptions(1e-3).centered(true).momentum(0.5),
+                                   optim::RMSpropOptions(5e-4).centered(true));
+  }
+  if (o.optimizer == "adagrad") {
+    return grouped<optim::Adagrad>(t, g, optim::AdagradOptions(0.05).lr_decay(1e-3),
+                                   optim::AdagradOptions(0.025));
+  }
+  if (o.optimizer == "lbfgs") {
+    if (g != 1) throw zanj::UsageError("--optimizer lbfgs takes one param group (libtorch's rule)");
+    return std::make_unique<optim::LBFGS>(t.all,
+                                          optim::LBFGSOptions(0.1).max_iter(4).history_size(8));
+  }
+  return grouped<optim::SGD>(t, g, optim::SGDOptions(0.1).momentum(0.9).nesterov(true),
+                             optim::SGDOptions(0.05).momentum(0.9));
+}
+
+int resumable_run(const RunOptions& o) {
   zanj::CheckpointPolicy policy;
-  policy.save_every = save_every;
+  policy.save_every = o.save_every;
   policy.keep_last = 3;
-  zanj::CheckpointManager manager(ckpt_dir, policy);
+  zanj::CheckpointManager manager(o.ckpt_dir, policy);
 
   mlp::MyNNConfig config;
-  config.hidden_dim = hidden_dim;
-  const Data data = make_data(config.input_dim);
+  config.hidden_dim = o.hidden_dim;
+  const torch::Dtype dtype = dtype_named(o.dtype);
 
   std::shared_ptr<mlp::MyNN> model;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<torch::optim::LRScheduler> scheduler;
+  std::optional<zanj::Resumed> resumed;
   zanj::TrainingState state;
-  if (resume) {
-    auto run = manager.resume_latest<mlp::MyNN>();  // restores torch's RNG state too
+  if (o.resume) {
+    // The model, optimizer, scheduler, counters and RNG states as they were at the checkpoint.
+    auto run = manager.resume_latest<mlp::MyNN>();
     model = run.model;
     optimizer = std::move(run.optimizer);
     scheduler = std::move(run.scheduler);
-    state = run.state;
-    std::cout << "resumed from step " << state.step << " in " << ckpt_dir << "\n";
+    resumed.emplace(std::move(run));
+    std::cout << "resumed from step " << resumed->state.step << " in " << o.ckpt_dir << "\n";
   } else {
+    torch::manual_seed(1);
     model = std::make_shared<mlp::MyNN>(config);
-    optimizer = std::make_unique<torch::optim::SGD>(
-        model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true));
+    model->to(dtype);
+    if (o.freeze_first_layer) {
+      for (auto& p : model->net[0]->parameters()) p.requires_grad_(false);
+    }
+    optimizer = make_optimizer(o, *model);
     scheduler = std::make_unique<zanj::StepLR>(*optimizer, 50, 0.5);
   }
+
+  // The data, built after resuming as a training loop does. The sampler's position goes into
+  // every checkpoint; on resume it continues the epoch the checkpoint was taken in.
+  Synthetic dataset(o.dataset_size, config.input_dim, dtype);
+  zanj::ResumableSampler<torch::data::samplers::RandomSampler> sampler(
+      torch::data::samplers::RandomSampler(o.dataset_size));
+  if (resumed) {
+    resumed->restore(sampler);  // also undoes what building the sampler drew from the RNG
+    state = resumed->state;
+  }
+  state.data = sampler.position();
+  auto loader = torch::data::make_data_loader(
+      dataset.map(torch::data::transforms::Stack<>()), sampler,
+      torch::data::DataLoaderOptions(static_cast<size_t>(o.batch_size)));
+
   auto loss_fn = model->loss();
-  while (state.step < steps) {
-    // Minibatches drawn from torch's RNG: resuming must continue the same sequence.
-    const auto idx = torch::randint(0, data.x.size(0), {32});
-    optimizer->zero_grad();
-    auto loss = loss_fn.forward(model->forward(data.x.index({idx})), data.y.index({idx}));
-    loss.backward();
-    optimizer->step();
-    scheduler->step();
-    state.step += 1;
-    state.samples_seen += 32;
-    model->training_records()["loss"].push_back(loss.item<double>());
-    if (manager.due(state.step) || state.step == steps) {
-      if (background) {
-        // Returns once the state is copied aside; the next steps run while it is written.
-        manager.save_async(*model, *optimizer, scheduler.get(), state);
-      } else {
-        manager.save(*model, *optimizer, scheduler.get(), state);
+  while (state.step < o.steps) {
+    for (auto& batch : *loader) {
+      auto closure = [&] {
+        optimizer->zero_grad();
+        auto loss = loss_fn.forward(model->forward(batch.data), batch.target);
+        loss.backward();
+        return loss;
+      };
+      const auto loss = optimizer->step(closure);
+      scheduler->step();
+      state.step += 1;
+      state.samples_seen += batch.data.size(0);
+      model->training_records()["loss"].push_back(loss.item<double>());
+      if (manager.due(state.step) || state.step == o.steps) {
+        if (o.background) {
+          // Returns once the state is copied aside; the next steps run while it is written.
+          manager.save_async(*model, *optimizer, scheduler.get(), state);
+        } else {
+          manager.save(*model, *optimizer, scheduler.get(), state);
+        }
       }
+      if (state.step == o.steps) break;
     }
+    if (state.step < o.steps) state.epoch += 1;
   }
   manager.wait();  // the last checkpoint is in place (rethrows a failed background save)
   const auto& losses = model->training_records()["loss"];
-  std::cout << "trained to step " << state.step << ", last loss " << losses.back().get<double>()
-            << "; latest checkpoint " << manager.latest()->path << "\n";
+  std::cout << "trained to step " << state.step << " (epoch " << state.epoch << "), last loss "
+            << losses.back().get<double>() << "; latest checkpoint " << manager.latest()->path
+            << "\n";
   std::cout << "final_state_digest=" << mlp::digest(*model, *optimizer) << "\n";
   return 0;
 }
@@ -190,11 +317,37 @@ int main(int argc, char** argv) {
   bool background = false;
   app.add_flag("--async", background,
                "with --ckpt-dir: save checkpoints in the background (training goes on meanwhile)");
+  RunOptions run;
+  app.add_option("--optimizer", run.optimizer, "with --ckpt-dir: the optimizer")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"}));
+  app.add_option("--dtype", run.dtype, "with --ckpt-dir: the model's and data's dtype")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "float64", "bfloat16"}));
+  app.add_flag("--freeze-first-layer", run.freeze_first_layer,
+               "with --ckpt-dir: the first layer's parameters are frozen (not optimized)");
+  app.add_option("--param-groups", run.param_groups,
+                 "with --ckpt-dir: 1, or 2 (weights; biases at half the learning rate)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({1, 2}));
+  app.add_option("--dataset-size", run.dataset_size, "with --ckpt-dir: training samples")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", run.batch_size, "with --ckpt-dir: samples per batch")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   try {
     if (!read_path.empty()) return read_and_print(read_path);
-    if (!ckpt_dir.empty())
-      return resumable_run(ckpt_dir, resume, hidden_dim, steps, save_every, background);
+    if (!ckpt_dir.empty()) {
+      run.ckpt_dir = ckpt_dir;
+      run.resume = resume;
+      run.hidden_dim = hidden_dim;
+      run.steps = steps;
+      run.save_every = save_every;
+      run.background = background;
+      return resumable_run(run);
+    }
     if (resume) {
       std::cerr << "error: --resume needs --ckpt-dir\n";
       return 2;

@@ -52,7 +52,13 @@ inline std::string digest(const MyNN& model, const torch::optim::Optimizer& opti
   const zanj::Node ts = zanj::training_state_node(model, optimizer, nullptr, {});
   for (const auto& [param, state] : ts.at("optimizer").at("state").as_dict()) {
     for (const auto& [key, value] : state.as_dict()) {
-      if (value.is_tensor()) all.emplace_back("optimizer/" + param + "/" + key, value.tensor());
+      const std::string name = "optimizer/" + param + "/" + key;
+      if (value.is_tensor()) all.emplace_back(name, value.tensor());
+      if (value.is_list()) {  // LBFGS's history
+        for (std::size_t i = 0; i < value.size(); ++i) {
+          all.emplace_back(name + "/" + std::to_string(i), value.at(i).tensor());
+        }
+      }
     }
   }
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });

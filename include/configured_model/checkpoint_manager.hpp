@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -150,13 +151,27 @@ class CheckpointManager {
   /// The best checkpoint by policy.metric, if any has that metric.
   std::optional<CheckpointInfo> best() const;
 
-  /// Resumes from latest(): the model, optimizer, scheduler, counters and RNG states.
-  /// @throws IoError if the directory holds no checkpoint.
+  /// Resumes from the newest checkpoint that reads: the model, optimizer, scheduler, counters
+  /// and RNG states. A newest checkpoint that is damaged (a FormatError: truncated, a CRC
+  /// mismatch, malformed) is skipped with a warning naming it, for the newest one before it
+  /// that reads.
+  /// @throws IoError if the directory holds no checkpoint or a read fails (a storage error is
+  ///         not taken for damage); the newest checkpoint's FormatError when none reads;
+  ///         StateMismatchError / ConfigError at once (the code, not the file, differs).
   template <class Model>
-  Run<Model> resume_latest(const ReadOptions& options = {}) const {
-    const auto last = latest();
-    if (!last) throw IoError(directory_ + ": no checkpoint to resume from");
-    return resume<Model>(last->path, options);
+  TrainingRun<Model> resume_latest(const ReadOptions& options = {}) const {
+    const std::vector<CheckpointInfo> all = list();
+    if (all.empty()) throw IoError(directory_ + ": no checkpoint to resume from");
+    std::exception_ptr newest_error;
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      try {
+        return resume<Model>(it->path, options);
+      } catch (const FormatError& e) {
+        warn_damaged(it->path, e.what());
+        if (!newest_error) newest_error = std::current_exception();
+      }
+    }
+    std::rethrow_exception(newest_error);
   }
 
   const std::string& directory() const { return directory_; }
@@ -174,6 +189,7 @@ class CheckpointManager {
   void check_metrics(const nlohmann::json& metrics) const;
   void bookkeep(std::int64_t step, const std::string& path, const nlohmann::json& metrics);
   void remove_stale_temporaries() const;
+  void warn_damaged(const std::string& path, const std::string& what) const;
 
   std::string directory_;
   CheckpointPolicy policy_;

@@ -138,7 +138,7 @@ class ConfiguredModel : public torch::nn::Module {
     std::shared_ptr<Derived> model = construct(file.header, path, options);
     const Node root =
         zanj::read(file.archive, file.document, options, detail::state_dict_destination(*model));
-    model->finish(root, path, options, /*adopt=*/true);
+    model->finish(root, path, options, /*adopt=*/true, /*fresh=*/true);
     return model;
   }
 
@@ -148,7 +148,7 @@ class ConfiguredModel : public torch::nn::Module {
                                             const ReadOptions& options = {}) {
     std::shared_ptr<Derived> model =
         construct(detail::model_parts(root, class_name(), file), file, options);
-    model->finish(root, file, options, /*adopt=*/false);
+    model->finish(root, file, options, /*adopt=*/false, /*fresh=*/true);
     return model;
   }
 
@@ -171,7 +171,7 @@ class ConfiguredModel : public torch::nn::Module {
     }
     const Node root =
         zanj::read(file.archive, file.document, options, detail::state_dict_destination(*this));
-    finish(root, path, options, /*adopt=*/options.mmap);
+    finish(root, path, options, /*adopt=*/options.mmap, /*fresh=*/false);
   }
 
   /// The class tag written to and required from files.
@@ -217,9 +217,11 @@ class ConfiguredModel : public torch::nn::Module {
   }
 
   // Loads the tensors and records of a read tree into this model.
-  void finish(const Node& root, const std::string& file, const ReadOptions& options, bool adopt) {
+  // `fresh`: the model was just built from the stored config (it takes the stored dtypes).
+  void finish(const Node& root, const std::string& file, const ReadOptions& options, bool adopt,
+              bool fresh) {
     const detail::ModelParts parts = detail::model_parts(root, class_name(), file);
-    detail::load_state_dict(*this, *parts.state_dict, file, options, adopt);
+    detail::load_state_dict(*this, *parts.state_dict, file, options, adopt, fresh);
     if (options.device) this->to(*options.device);
     training_records_ = nlohmann::json(parts.training_records);
   }

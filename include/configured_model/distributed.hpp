@@ -121,20 +121,18 @@ Node read_distributed(const std::string& directory, c10d::ProcessGroup& group,
 /// scheduler and counters, and this rank's RNG states (rank 0's when the checkpoint was saved by
 /// fewer ranks), at any world size. Every rank of `group` calls it.
 template <class Model>
-Run<Model> resume_distributed(const std::string& directory, c10d::ProcessGroup& group,
-                              const DistributedReadOptions& options = {}) {
+TrainingRun<Model> resume_distributed(const std::string& directory, c10d::ProcessGroup& group,
+                                      const DistributedReadOptions& options = {}) {
   const Node root = read_distributed(directory, group, options);
-  Run<Model> run;
-  run.model = Model::from_node(root, directory, options.read);
+  std::shared_ptr<Model> model = Model::from_node(root, directory, options.read);
   const Node* training = root.find(kTrainingStateKey);
   if (!training) {
     throw FormatError(directory + ": " + kTrainingStateKey +
                       ": missing (a model checkpoint, not a training checkpoint)");
   }
-  Resumed r = resume_training(*training, *run.model, directory, options.read);
-  run.optimizer = std::move(r.optimizer);
-  run.scheduler = std::move(r.scheduler);
-  run.state = std::move(r.state);
+  TrainingRun<Model> run;
+  static_cast<Resumed&>(run) = resume_training(*training, *model, directory, options.read);
+  run.model = std::move(model);
   return run;
 }
 

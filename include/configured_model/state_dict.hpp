@@ -75,8 +75,12 @@ TensorDestination state_dict_destination(const torch::nn::Module& module);
 
 /// load_state_dict(); with `adopt`, the module's tensors take the stored tensors' storage
 /// (set_data) instead of copying it, for trees read for this module alone (and mappings).
+/// With `fresh` (a module just built from its config), a floating tensor stored in another
+/// floating dtype turns the module's tensor into that dtype (a model saved after
+/// `->to(torch::kFloat64)` or with mixed dtypes reads back as saved); otherwise a dtype that
+/// differs is refused.
 void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
-                     const ReadOptions& options, bool adopt);
+                     const ReadOptions& options, bool adopt, bool fresh = false);
 
 /// The tree Python's `ConfiguredModel.serialize()` produces for a model.
 Node model_node(const torch::nn::Module& module, const std::string& class_name,

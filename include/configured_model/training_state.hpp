@@ -12,8 +12,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "configured_model/data_position.hpp"
 #include "configured_model/export.hpp"
 #include "configured_model/node.hpp"
+#include "configured_model/optimizer_codec.hpp"
 #include "configured_model/options.hpp"
 
 CONFIGURED_MODEL_API_BEGIN
@@ -26,6 +28,9 @@ struct TrainingState {
   std::int64_t epoch = 0;         ///< epochs completed
   std::int64_t samples_seen = 0;  ///< training samples consumed
   nlohmann::json user;            ///< anything else the run wants back (any JSON)
+  /// Where the run is in its data (e.g. a ResumableSampler's position()), saved with every
+  /// checkpoint; null: none is saved.
+  std::shared_ptr<DataPosition> data;
 };
 
 /// A scheduler that can be saved and rebuilt from a file. Implement it for your own schedulers
@@ -66,29 +71,65 @@ class StepLR : public torch::optim::StepLR, public SavableScheduler {
   double gamma_arg_;
 };
 
-/// What resume() rebuilds besides the model.
+/// What resume_training() rebuilds besides the model; TrainingRun adds the model.
 struct Resumed {
   /// Same type, param groups, options and per-parameter state as saved, bound by parameter name
   /// to the model passed to resume().
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   /// Null when none was saved. Refers to *optimizer.
   std::unique_ptr<torch::optim::LRScheduler> scheduler;
+  /// The counters and user JSON. When the checkpoint holds a data position, `state.data` is a
+  /// placeholder that refuses to be saved until restore() binds a sampler to it.
   TrainingState state;
+
+  /// Puts `data` (say the sampler of a DataLoader built after resuming) where the checkpoint's
+  /// data was, sets torch's RNG states back to the checkpoint's (undoing what building the
+  /// sampler drew from them) and makes `state.data` track it. Call it once, after building the
+  /// sampler and before the first batch.
+  /// @throws StateMismatchError when the checkpoint's position belongs to another kind of
+  ///         sampler, FormatError when it is malformed.
+  void restore(const std::shared_ptr<DataPosition>& data);
+  template <class Sampler>
+  void restore(const ResumableSampler<Sampler>& sampler) {
+    restore(sampler.position());
+  }
+  /// Sets torch's RNG states back to the checkpoint's: for code that draws random numbers
+  /// between resume() and the first step and must not shift the run.
+  void restore_rng() const;
+
+  /// What the checkpoint holds for these (null when nothing was saved), and its name.
+  Node saved_data;
+  Node saved_rng;
+  std::string file;
 };
+
+/// A run read back from a checkpoint: the model and everything needed to continue training it.
+template <class Model>
+struct TrainingRun : Resumed {
+  std::shared_ptr<Model> model;
+};
+
+/// The earlier name of TrainingRun.
+template <class Model>
+using Run = TrainingRun<Model>;
 
 /// The training state as a tree (`training_state` in a checkpoint): optimizer type, param groups
 /// with their options and parameter *names*, per-parameter state keyed by name, the scheduler,
-/// the RNG states of torch's default CPU generator and every CUDA generator, and `state`.
-/// Supports SGD, Adam, AdamW, RMSprop and Adagrad.
+/// the RNG states of torch's default CPU generator and every CUDA generator, `state` and its
+/// data position. Any param-group layout: several groups with their own options, a subset of
+/// the model's parameters (the rest are recorded as not optimized, with their requires_grad),
+/// tied parameters (saved under their first name). Every optimizer with a codec: SGD, Adam,
+/// AdamW, RMSprop, Adagrad, LBFGS and those registered with register_optimizer().
 /// @throws ConfigError for an unsupported optimizer or scheduler type, StateMismatchError when
 ///         the optimizer holds a parameter that `model` does not.
 Node training_state_node(const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
                          const torch::optim::LRScheduler* scheduler, const TrainingState& state);
 
 /// Rebuilds the optimizer (bound to `model`'s parameters by name) and scheduler from a
-/// checkpoint's `training_state`, restores the RNG states, and returns the counters.
+/// checkpoint's `training_state`, restores the RNG states and the requires_grad flags of the
+/// parameters the optimizer did not hold, and returns the counters.
 /// @throws StateMismatchError when a saved parameter is missing from the model, a shape
-///         differs, or the model has trainable parameters the optimizer did not know;
+///         differs, or the model has parameters the checkpoint does not account for;
 ///         FormatError when the tree is malformed.
 Resumed resume_training(const Node& training_state, torch::nn::Module& model,
                         const std::string& file, const ReadOptions& options = {});
@@ -115,19 +156,10 @@ void save_checkpoint(const std::string& path, const Model& model,
                      const torch::optim::LRScheduler* scheduler, const TrainingState& state,
                      const SaveOptions& options = {});
 
-/// A model read back with everything needed to continue training it.
-template <class Model>
-struct Run {
-  std::shared_ptr<Model> model;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  std::unique_ptr<torch::optim::LRScheduler> scheduler;
-  TrainingState state;
-};
-
 /// Reads a checkpoint in one pass: `Model::read` for the model, then resume_training() for the
 /// rest (this restores torch's RNG states as a side effect).
 template <class Model>
-Run<Model> resume(const std::string& path, const ReadOptions& options = {});
+TrainingRun<Model> resume(const std::string& path, const ReadOptions& options = {});
 
 }  // namespace zanj
 
@@ -148,19 +180,17 @@ void save_checkpoint(const std::string& path, const Model& model,
 }
 
 template <class Model>
-Run<Model> resume(const std::string& path, const ReadOptions& options) {
+TrainingRun<Model> resume(const std::string& path, const ReadOptions& options) {
   const Node root = read(path, options);
-  Run<Model> run;
-  run.model = Model::from_node(root, path, options);
+  std::shared_ptr<Model> model = Model::from_node(root, path, options);
   const Node* training = root.find(kTrainingStateKey);
   if (!training) {
     throw FormatError(path + ": " + kTrainingStateKey +
                       ": missing (a model file, not a training checkpoint)");
   }
-  Resumed r = resume_training(*training, *run.model, path, options);
-  run.optimizer = std::move(r.optimizer);
-  run.scheduler = std::move(r.scheduler);
-  run.state = std::move(r.state);
+  TrainingRun<Model> run;
+  static_cast<Resumed&>(run) = resume_training(*training, *model, path, options);
+  run.model = std::move(model);
   return run;
 }
 

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 
+#include "../registry.hpp"
 #include "configured_model/errors.hpp"
 
 namespace zanj {
@@ -72,15 +73,12 @@ class Kwargs {
   std::set<std::string> used_;
 };
 
-struct Registry {
-  std::mutex mutex;
-  std::map<std::string, ModuleFactory> factories;
-};
+using Registry = detail::Registry<ModuleFactory>;
 
 Registry& activations() {
   static Registry* r = [] {
     auto* reg = new Registry;
-    auto& f = reg->factories;
+    std::map<std::string, ModuleFactory> f;
     using namespace torch::nn;
     f["ReLU"] = [](const json& k) {
       Kwargs a("ReLU", k);
@@ -179,6 +177,7 @@ Registry& activations() {
       Kwargs a("LogSoftmax", k);
       return a.done(LogSoftmax(LogSoftmaxOptions(a.get<int64_t>("dim", -1))));
     };
+    for (auto& [name, factory] : f) reg->add(name, std::move(factory));
     return reg;
   }();
   return *r;
@@ -187,7 +186,7 @@ Registry& activations() {
 Registry& losses() {
   static Registry* r = [] {
     auto* reg = new Registry;
-    auto& f = reg->factories;
+    std::map<std::string, ModuleFactory> f;
     using namespace torch::nn;
     f["CrossEntropyLoss"] = [](const json& k) {
       Kwargs a("CrossEntropyLoss", k);
@@ -266,6 +265,7 @@ Registry& losses() {
       o.log_target(a.get("log_target", false));
       return a.done(KLDivLoss(o));
     };
+    for (auto& [name, factory] : f) reg->add(name, std::move(factory));
     return reg;
   }();
   return *r;
@@ -273,26 +273,12 @@ Registry& losses() {
 
 torch::nn::AnyModule make(Registry& reg, const char* kind, const std::string& name,
                           const json& kwargs) {
-  ModuleFactory factory;
-  {
-    std::lock_guard<std::mutex> lock(reg.mutex);
-    auto it = reg.factories.find(name);
-    if (it == reg.factories.end()) {
-      std::string known;
-      for (const auto& kv : reg.factories) known += (known.empty() ? "" : ", ") + kv.first;
-      throw ConfigError(std::string("unknown ") + kind + " '" + name + "' (known: " + known +
-                        "). Register it with zanj::register_" + kind + "().");
-    }
-    factory = it->second;
+  auto factory = reg.find(name);
+  if (!factory) {
+    throw ConfigError(std::string("unknown ") + kind + " '" + name + "' (known: " + reg.known() +
+                      "). Register it with zanj::register_" + kind + "().");
   }
-  return factory(kwargs);
-}
-
-std::vector<std::string> names(Registry& reg) {
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  std::vector<std::string> out;
-  for (const auto& kv : reg.factories) out.push_back(kv.first);
-  return out;
+  return (*factory)(kwargs);
 }
 
 }  // namespace
@@ -306,18 +292,14 @@ torch::nn::AnyModule make_loss(const std::string& name, const nlohmann::json& kw
 }
 
 void register_activation(const std::string& name, ModuleFactory factory) {
-  auto& reg = activations();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  reg.factories[name] = std::move(factory);
+  activations().add(name, std::move(factory));
 }
 
 void register_loss(const std::string& name, ModuleFactory factory) {
-  auto& reg = losses();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  reg.factories[name] = std::move(factory);
+  losses().add(name, std::move(factory));
 }
 
-std::vector<std::string> activation_names() { return names(activations()); }
-std::vector<std::string> loss_names() { return names(losses()); }
+std::vector<std::string> activation_names() { return activations().names(); }
+std::vector<std::string> loss_names() { return losses().names(); }
 
 }  // namespace zanj

@@ -62,7 +62,7 @@ TensorDestination state_dict_destination(const torch::nn::Module& module) {
 }
 
 void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
-                     const ReadOptions& options, bool adopt) {
+                     const ReadOptions& options, bool adopt, bool fresh) {
   if (!stored.is_dict()) {
     detail::throw_format_error(file, "state_dict", "expected a dict of tensors");
   }
@@ -75,7 +75,7 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
     const at::Tensor& t = value.tensor();
     by_name.emplace(key, options.dtype && t.is_floating_point() ? t.to(*options.dtype) : t);
   }
-  const StateDict target = state_dict(module);
+  StateDict target = state_dict(module);
   std::vector<std::string> missing, unexpected, shapes, dtypes;
   std::unordered_set<std::string> known;
   for (const auto& [name, tensor] : target) {
@@ -89,6 +89,10 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
     if (src.sizes() != tensor.sizes()) {
       shapes.push_back(name + " (expected " + shape_text(tensor.sizes()) + ", found " +
                        shape_text(src.sizes()) + ")");
+    } else if (src.scalar_type() != tensor.scalar_type() && fresh && !options.dtype &&
+               src.is_floating_point() && tensor.is_floating_point()) {
+      torch::NoGradGuard no_grad;
+      const_cast<at::Tensor&>(tensor).set_data(tensor.to(src.scalar_type()));
     } else if (src.scalar_type() != tensor.scalar_type()) {
       dtypes.push_back(name + " (expected " + std::string(c10::toString(tensor.scalar_type())) +
                        ", found " + c10::toString(src.scalar_type()) + ")");
@@ -99,7 +103,11 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
   }
   std::vector<std::string> problems;
   if (!shapes.empty()) problems.push_back("shape mismatch: " + join(shapes));
-  if (!dtypes.empty()) problems.push_back("dtype mismatch: " + join(dtypes));
+  if (!dtypes.empty()) {
+    problems.push_back("dtype mismatch: " + join(dtypes) +
+                       " (convert the model first, e.g. ->to(torch::kFloat64), or read with "
+                       "ReadOptions::dtype)");
+  }
   if (options.strict) {
     if (!missing.empty()) problems.push_back("missing keys: " + join(missing));
     if (!unexpected.empty()) problems.push_back("unexpected keys: " + join(unexpected));

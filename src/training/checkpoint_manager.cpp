@@ -101,6 +101,10 @@ SaveOptions CheckpointManager::with_books(SaveOptions options, std::int64_t step
 }
 
 // A killed save leaves its hidden temporary behind; one no live writer holds is removed.
+void CheckpointManager::warn_damaged(const std::string& path, const std::string& what) const {
+  logger()->warn("{}: skipping a damaged checkpoint for an older one: {}", path, what);
+}
+
 void CheckpointManager::remove_stale_temporaries() const {
   for (const auto& name :
        detail::storage_for(directory_).remove_stale_temporaries(directory_, {kPrefix, kIndex})) {

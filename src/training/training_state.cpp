@@ -9,10 +9,14 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
+#include "../registry.hpp"
 #include "configured_model/errors.hpp"
+#include "configured_model/logging.hpp"
 #include "configured_model/state_dict.hpp"
+#include "optimizer_codecs.hpp"
 
 namespace zanj {
 namespace {
@@ -28,252 +32,45 @@ std::string state_key(const at::Tensor& p) {
   return c10::guts::to_string(p.unsafeGetTensorImpl());
 }
 
-// ---- options <-> JSON, one block per optimizer type ----
-
-ojson options_json(const optim::OptimizerOptions& o, const std::string& type) {
-  if (type == "SGD") {
-    const auto& s = static_cast<const optim::SGDOptions&>(o);
-    return {{"lr", s.lr()},
-            {"momentum", s.momentum()},
-            {"dampening", s.dampening()},
-            {"weight_decay", s.weight_decay()},
-            {"nesterov", s.nesterov()}};
-  }
-  if (type == "Adam" || type == "AdamW") {
-    auto adam_like = [](const auto& s) {
-      return ojson{{"lr", s.lr()},
-                   {"betas", {std::get<0>(s.betas()), std::get<1>(s.betas())}},
-                   {"eps", s.eps()},
-                   {"weight_decay", s.weight_decay()},
-                   {"amsgrad", s.amsgrad()}};
-    };
-    return type == "Adam" ? adam_like(static_cast<const optim::AdamOptions&>(o))
-                          : adam_like(static_cast<const optim::AdamWOptions&>(o));
-  }
-  if (type == "RMSprop") {
-    const auto& s = static_cast<const optim::RMSpropOptions&>(o);
-    return {{"lr", s.lr()},
-            {"alpha", s.alpha()},
-            {"eps", s.eps()},
-            {"weight_decay", s.weight_decay()},
-            {"momentum", s.momentum()},
-            {"centered", s.centered()}};
-  }
-  const auto& s = static_cast<const optim::AdagradOptions&>(o);
-  return {{"lr", s.lr()},
-          {"lr_decay", s.lr_decay()},
-          {"weight_decay", s.weight_decay()},
-          {"initial_accumulator_value", s.initial_accumulator_value()},
-          {"eps", s.eps()}};
-}
-
-template <class T>
-T field(const json& j, const char* key, const std::string& file, const std::string& where) {
-  auto it = j.find(key);
-  if (it == j.end()) detail::throw_format_error(file, where, std::string("missing '") + key + "'");
+// Runs a codec function, turning what it throws into an error naming the file and entry.
+template <class F>
+auto in_entry(const std::string& file, const std::string& where, F&& f) -> decltype(f()) {
   try {
-    return it->get<T>();
+    return f();
+  } catch (const StateMismatchError& e) {
+    throw StateMismatchError(detail::message(file, where, e.what()));
+  } catch (const Error& e) {
+    detail::throw_format_error(file, where, e.what());
+  } catch (const std::exception& e) {
+    detail::throw_format_error(file, where, e.what());
+  }
+}
+
+std::vector<std::string> string_list(const Node* n, const std::string& file,
+                                     const std::string& where) {
+  std::vector<std::string> out;
+  if (!n) return out;
+  try {
+    out = json(n->to_json()).get<std::vector<std::string>>();
   } catch (const json::exception& e) {
-    detail::throw_format_error(file, where, std::string("'") + key + "': " + e.what());
+    detail::throw_format_error(file, where, std::string("expected a list of names: ") + e.what());
   }
-}
-
-std::unique_ptr<optim::OptimizerOptions> options_from(const json& j, const std::string& type,
-                                                      const std::string& file,
-                                                      const std::string& where) {
-  auto d = [&](const char* k) { return field<double>(j, k, file, where); };
-  auto b = [&](const char* k) { return field<bool>(j, k, file, where); };
-  if (type == "SGD") {
-    auto o = std::make_unique<optim::SGDOptions>(d("lr"));
-    o->momentum(d("momentum"))
-        .dampening(d("dampening"))
-        .weight_decay(d("weight_decay"))
-        .nesterov(b("nesterov"));
-    return o;
-  }
-  if (type == "Adam" || type == "AdamW") {
-    const auto betas = field<std::vector<double>>(j, "betas", file, where);
-    if (betas.size() != 2) detail::throw_format_error(file, where, "'betas' must hold 2 numbers");
-    auto fill = [&](auto o) {
-      o->betas(std::make_tuple(betas[0], betas[1]))
-          .eps(d("eps"))
-          .weight_decay(d("weight_decay"))
-          .amsgrad(b("amsgrad"));
-      return o;
-    };
-    if (type == "Adam") return fill(std::make_unique<optim::AdamOptions>(d("lr")));
-    return fill(std::make_unique<optim::AdamWOptions>(d("lr")));
-  }
-  if (type == "RMSprop") {
-    auto o = std::make_unique<optim::RMSpropOptions>(d("lr"));
-    o->alpha(d("alpha"))
-        .eps(d("eps"))
-        .weight_decay(d("weight_decay"))
-        .momentum(d("momentum"))
-        .centered(b("centered"));
-    return o;
-  }
-  auto o = std::make_unique<optim::AdagradOptions>(d("lr"));
-  o->lr_decay(d("lr_decay"))
-      .weight_decay(d("weight_decay"))
-      .initial_accumulator_value(d("initial_accumulator_value"))
-      .eps(d("eps"));
-  return o;
-}
-
-std::string optimizer_type(const optim::Optimizer& o) {
-  if (dynamic_cast<const optim::SGD*>(&o)) return "SGD";
-  if (dynamic_cast<const optim::Adam*>(&o)) return "Adam";
-  if (dynamic_cast<const optim::AdamW*>(&o)) return "AdamW";
-  if (dynamic_cast<const optim::RMSprop*>(&o)) return "RMSprop";
-  if (dynamic_cast<const optim::Adagrad*>(&o)) return "Adagrad";
-  throw ConfigError(std::string("cannot save optimizer of type ") + typeid(o).name() +
-                    " (supported: SGD, Adam, AdamW, RMSprop, Adagrad)");
-}
-
-std::unique_ptr<optim::Optimizer> make_optimizer(
-    const std::string& type, std::vector<optim::OptimizerParamGroup> groups,
-    std::unique_ptr<optim::OptimizerOptions> defaults) {
-  if (type == "SGD") {
-    return std::make_unique<optim::SGD>(std::move(groups),
-                                        static_cast<optim::SGDOptions&>(*defaults));
-  }
-  if (type == "Adam") {
-    return std::make_unique<optim::Adam>(std::move(groups),
-                                         static_cast<optim::AdamOptions&>(*defaults));
-  }
-  if (type == "AdamW") {
-    return std::make_unique<optim::AdamW>(std::move(groups),
-                                          static_cast<optim::AdamWOptions&>(*defaults));
-  }
-  if (type == "RMSprop") {
-    return std::make_unique<optim::RMSprop>(std::move(groups),
-                                            static_cast<optim::RMSpropOptions&>(*defaults));
-  }
-  return std::make_unique<optim::Adagrad>(std::move(groups),
-                                          static_cast<optim::AdagradOptions&>(*defaults));
-}
-
-// ---- per-parameter state <-> tree ----
-
-void put(Node& n, const char* key, const at::Tensor& t) {
-  if (t.defined()) n[key] = t.detach().clone();
-}
-
-Node param_state_node(const optim::OptimizerParamState& s, const std::string& type) {
-  Node n = Node::dict();
-  if (type == "SGD") {
-    put(n, "momentum_buffer", static_cast<const optim::SGDParamState&>(s).momentum_buffer());
-  } else if (type == "Adam" || type == "AdamW") {
-    auto adam_like = [&](const auto& a) {
-      n["step"] = json(a.step());
-      put(n, "exp_avg", a.exp_avg());
-      put(n, "exp_avg_sq", a.exp_avg_sq());
-      put(n, "max_exp_avg_sq", a.max_exp_avg_sq());
-    };
-    if (type == "Adam")
-      adam_like(static_cast<const optim::AdamParamState&>(s));
-    else
-      adam_like(static_cast<const optim::AdamWParamState&>(s));
-  } else if (type == "RMSprop") {
-    const auto& r = static_cast<const optim::RMSpropParamState&>(s);
-    n["step"] = json(r.step());
-    put(n, "square_avg", r.square_avg());
-    put(n, "momentum_buffer", r.momentum_buffer());
-    put(n, "grad_avg", r.grad_avg());
-  } else {
-    const auto& a = static_cast<const optim::AdagradParamState&>(s);
-    n["step"] = json(a.step());
-    put(n, "sum", a.sum());
-  }
-  return n;
-}
-
-class StateReader {
- public:
-  StateReader(const Node& n, const at::Tensor& param, std::string file, std::string where)
-      : n_(n), param_(param), file_(std::move(file)), where_(std::move(where)) {}
-
-  at::Tensor tensor(const char* key, bool required) const {
-    const Node* v = n_.find(key);
-    if (!v) {
-      if (required) detail::throw_format_error(file_, where_, std::string("missing '") + key + "'");
-      return {};
-    }
-    if (!v->is_tensor()) detail::throw_format_error(file_, where_ + "/" + key, "expected a tensor");
-    const at::Tensor& t = v->tensor();
-    if (t.sizes() != param_.sizes()) {
-      throw StateMismatchError(detail::message(file_, where_ + "/" + key,
-                                               "shape mismatch (expected " +
-                                                   c10::str(param_.sizes()) + ", found " +
-                                                   c10::str(t.sizes()) + ")"));
-    }
-    return t.to(param_.options()).clone();
-  }
-
-  std::int64_t integer(const char* key) const {
-    const Node* v = n_.find(key);
-    if (!v || !v->is_scalar() || !v->scalar().is_number_integer()) {
-      detail::throw_format_error(file_, where_, std::string("missing integer '") + key + "'");
-    }
-    return v->scalar().get<std::int64_t>();
-  }
-
- private:
-  const Node& n_;
-  const at::Tensor& param_;
-  std::string file_;
-  std::string where_;
-};
-
-std::unique_ptr<optim::OptimizerParamState> param_state_from(const StateReader& r,
-                                                             const std::string& type) {
-  if (type == "SGD") {
-    auto s = std::make_unique<optim::SGDParamState>();
-    s->momentum_buffer(r.tensor("momentum_buffer", false));
-    return s;
-  }
-  if (type == "Adam" || type == "AdamW") {
-    auto fill = [&](auto s) {
-      s->step(r.integer("step"));
-      s->exp_avg(r.tensor("exp_avg", true));
-      s->exp_avg_sq(r.tensor("exp_avg_sq", true));
-      s->max_exp_avg_sq(r.tensor("max_exp_avg_sq", false));
-      return s;
-    };
-    if (type == "Adam") return fill(std::make_unique<optim::AdamParamState>());
-    return fill(std::make_unique<optim::AdamWParamState>());
-  }
-  if (type == "RMSprop") {
-    auto s = std::make_unique<optim::RMSpropParamState>();
-    s->step(r.integer("step"));
-    s->square_avg(r.tensor("square_avg", true));
-    s->momentum_buffer(r.tensor("momentum_buffer", false));
-    s->grad_avg(r.tensor("grad_avg", false));
-    return s;
-  }
-  auto s = std::make_unique<optim::AdagradParamState>();
-  s->step(r.integer("step"));
-  s->sum(r.tensor("sum", true));
-  return s;
+  return out;
 }
 
 // ---- schedulers ----
 
-struct SchedulerRegistry {
-  std::mutex mutex;
-  std::map<std::string, SchedulerFactory> factories;
-};
+using SchedulerRegistry = detail::Registry<SchedulerFactory>;
 
 SchedulerRegistry& schedulers() {
   static SchedulerRegistry* r = [] {
     auto* reg = new SchedulerRegistry;
-    reg->factories["StepLR"] = [](optim::Optimizer& o, const json& s) {
+    reg->add("StepLR", [](optim::Optimizer& o, const json& s) {
       auto sched = std::make_unique<StepLR>(o, s.at("step_size").get<unsigned>(),
                                             s.at("gamma").get<double>());
       sched->set_step_count(s.at("step_count").get<unsigned>());
       return std::unique_ptr<optim::LRScheduler>(std::move(sched));
-    };
+    });
     return reg;
   }();
   return *r;
@@ -301,7 +98,7 @@ Node rng_node() {
   return n;
 }
 
-void restore_rng(const Node& n, const std::string& file) {
+void set_rng(const Node& n, const std::string& file) {
   const Node* cpu = n.find("cpu");
   if (!cpu || !cpu->is_tensor()) {
     detail::throw_format_error(file, "training_state/rng/cpu", "expected a tensor");
@@ -333,9 +130,9 @@ void restore_rng(const Node& n, const std::string& file) {
   }
 }
 
-}  // namespace
-
 // ---- StepLR ----
+
+}  // namespace
 
 StepLR::StepLR(torch::optim::Optimizer& optimizer, unsigned step_size, double gamma)
     : torch::optim::StepLR(optimizer, step_size, gamma),
@@ -347,20 +144,41 @@ nlohmann::json StepLR::scheduler_state() const {
 }
 
 void register_scheduler(const std::string& type, SchedulerFactory factory) {
-  auto& reg = schedulers();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  reg.factories[type] = std::move(factory);
+  schedulers().add(type, std::move(factory));
 }
+
+namespace {
+
+// A data position that came with a checkpoint and has not been bound to a sampler yet.
+class UnrestoredData : public DataPosition {
+ public:
+  explicit UnrestoredData(std::string file) : file_(std::move(file)) {}
+  Node position() const override {
+    throw StateMismatchError(detail::message(
+        file_, "training_state/data",
+        "the run was resumed from a checkpoint with a data position, but no sampler was "
+        "restored to it: call run.restore(sampler) before training (or set state.data to null "
+        "to save without one)"));
+  }
+  void restore(const Node&, const std::string&) override {}
+
+ private:
+  std::string file_;
+};
+
+}  // namespace
 
 // ---- save ----
 
 Node training_state_node(const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
                          const torch::optim::LRScheduler* scheduler, const TrainingState& state) {
-  const std::string type = optimizer_type(optimizer);
+  const auto [type, codec] = detail::optimizer_codec_for(optimizer);
+  // Tied parameters (one tensor under several names) are saved under their first name.
   std::unordered_map<const void*, std::string> names;
   for (const auto& p : model.named_parameters())
     names.emplace(p.value().unsafeGetTensorImpl(), p.key());
 
+  std::set<const void*> held;
   Node groups = Node::list();
   Node per_param = Node::dict();
   for (const auto& group : optimizer.param_groups()) {
@@ -373,19 +191,32 @@ Node training_state_node(const torch::nn::Module& model, const torch::optim::Opt
             " that is not a parameter of the model; optimizer state is saved by parameter name");
       }
       params.push_back(it->second);
+      held.insert(p.unsafeGetTensorImpl());
       auto s = optimizer.state().find(state_key(p));
-      if (s != optimizer.state().end()) per_param[it->second] = param_state_node(*s->second, type);
+      if (s != optimizer.state().end() && !per_param.find(it->second)) {
+        per_param[it->second] = codec.save_state(*s->second);
+      }
     }
     Node g = Node::dict();
     g["params"] = Node(params);
-    g["options"] = Node(options_json(group.options(), type));
+    g["options"] = Node(codec.save_options(group.options()));
     groups.push_back(std::move(g));
+  }
+  // The parameters the optimizer leaves alone, and which of them were frozen.
+  ojson not_optimized = ojson::array();
+  ojson frozen = ojson::array();
+  for (const auto& p : model.named_parameters()) {
+    if (names.at(p.value().unsafeGetTensorImpl()) != p.key()) continue;  // a tie's second name
+    if (!held.count(p.value().unsafeGetTensorImpl())) not_optimized.push_back(p.key());
+    if (!p.value().requires_grad()) frozen.push_back(p.key());
   }
   Node opt = Node::dict();
   opt["type"] = json(type);
-  opt["defaults"] = Node(options_json(optimizer.defaults(), type));
+  opt["defaults"] = Node(codec.save_options(optimizer.defaults()));
   opt["param_groups"] = std::move(groups);
   opt["state"] = std::move(per_param);
+  opt["not_optimized"] = Node(not_optimized);
+  opt["frozen"] = Node(frozen);
 
   Node root = Node::dict();
   root["version"] = json(kTrainingStateVersion);
@@ -405,11 +236,30 @@ Node training_state_node(const torch::nn::Module& model, const torch::optim::Opt
   } else {
     root["scheduler"] = json(nullptr);
   }
+  if (state.data) root["data"] = state.data->position();
   root["rng"] = rng_node();
   return root;
 }
 
 // ---- resume ----
+
+void Resumed::restore(const std::shared_ptr<DataPosition>& data) {
+  if (!data) throw UsageError("Resumed::restore: no data position given");
+  if (saved_data.is_null()) {
+    logger()->warn(
+        "{}: training_state: the checkpoint holds no data position; the sampler "
+        "starts where it is",
+        file);
+  } else {
+    data->restore(saved_data, file);
+  }
+  restore_rng();
+  state.data = data;
+}
+
+void Resumed::restore_rng() const {
+  if (!saved_rng.is_null()) set_rng(saved_rng, file);
+}
 
 Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::string& file,
                         const ReadOptions& options) {
@@ -423,6 +273,7 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
                                            " is newer than this library understands"));
   }
   Resumed out;
+  out.file = file;
   const json counters = ts.find("counters") ? json(ts.at("counters").to_json()) : json::object();
   out.state.step = counters.value("step", std::int64_t{0});
   out.state.epoch = counters.value("epoch", std::int64_t{0});
@@ -432,83 +283,120 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
   const Node* opt = ts.find("optimizer");
   if (!opt || !opt->is_dict())
     detail::throw_format_error(file, "training_state/optimizer", "missing");
-  const std::string type = json(opt->at("type").to_json()).get<std::string>();
-  if (type != "SGD" && type != "Adam" && type != "AdamW" && type != "RMSprop" &&
-      type != "Adagrad") {
+  const Node* type_node = opt->find("type");
+  if (!type_node || !type_node->is_scalar() || !type_node->scalar().is_string())
+    detail::throw_format_error(file, "training_state/optimizer/type", "expected a string");
+  const std::string type = type_node->scalar().get<std::string>();
+  const auto codec = detail::optimizer_codec_named(type);
+  if (!codec) {
     throw ConfigError(detail::message(file, "training_state/optimizer/type",
-                                      "unsupported optimizer type '" + type + "'"));
+                                      "unsupported optimizer type '" + type +
+                                          "' (known: " + detail::known_optimizers() +
+                                          "; register others with zanj::register_optimizer)"));
   }
   std::map<std::string, at::Tensor> by_name;
   for (const auto& p : model.named_parameters()) by_name.emplace(p.key(), p.value());
 
   std::vector<optim::OptimizerParamGroup> groups;
   std::vector<std::string> missing;
-  std::set<std::string> used;
-  const auto& group_list = opt->at("param_groups").as_list();
-  for (std::size_t gi = 0; gi < group_list.size(); ++gi) {
+  std::set<const void*> held;
+  const Node* group_list = opt->find("param_groups");
+  if (!group_list || !group_list->is_list())
+    detail::throw_format_error(file, "training_state/optimizer/param_groups", "expected a list");
+  for (std::size_t gi = 0; gi < group_list->size(); ++gi) {
     const std::string where = "training_state/optimizer/param_groups/" + std::to_string(gi);
-    const json g = json(group_list[gi].to_json());
+    const Node& g = group_list->at(gi);
+    if (!g.is_dict()) detail::throw_format_error(file, where, "expected a dict");
     std::vector<at::Tensor> params;
-    for (const auto& name : field<std::vector<std::string>>(g, "params", file, where)) {
+    for (const auto& name : string_list(g.find("params"), file, where + "/params")) {
       auto it = by_name.find(name);
       if (it == by_name.end()) {
         missing.push_back(name);
         continue;
       }
       params.push_back(it->second);
-      used.insert(name);
+      held.insert(it->second.unsafeGetTensorImpl());
     }
-    groups.emplace_back(std::move(params),
-                        options_from(g.at("options"), type, file, where + "/options"));
+    const Node* o = g.find("options");
+    if (!o) detail::throw_format_error(file, where, "missing 'options'");
+    auto group_options =
+        in_entry(file, where + "/options", [&] { return codec->load_options(json(o->to_json())); });
+    groups.emplace_back(std::move(params), std::move(group_options));
   }
-  std::vector<std::string> untracked;
+  // Every parameter of the model is either held by the optimizer or was left out at save time
+  // (tied names count as the tensor they share). Older files list none: trainable ones must be
+  // held.
+  const Node* not_optimized_node = opt->find("not_optimized");
+  const auto not_optimized_list =
+      string_list(not_optimized_node, file, "training_state/optimizer/not_optimized");
+  const std::set<std::string> not_optimized(not_optimized_list.begin(), not_optimized_list.end());
+  const auto frozen = string_list(opt->find("frozen"), file, "training_state/optimizer/frozen");
+  std::vector<std::string> unaccounted;
   for (const auto& [name, p] : by_name) {
-    if (p.requires_grad() && !used.count(name)) untracked.push_back(name);
+    if (held.count(p.unsafeGetTensorImpl()) || not_optimized.count(name)) continue;
+    if (!not_optimized_node && !p.requires_grad()) continue;
+    unaccounted.push_back(name);
   }
-  if (!missing.empty() || !untracked.empty()) {
+  for (const auto& name : not_optimized) {
+    if (!by_name.count(name)) missing.push_back(name);
+  }
+  if (!missing.empty() || !unaccounted.empty()) {
     std::string what = "optimizer does not fit the model";
     if (!missing.empty())
       what += "; parameters missing from the model: " + c10::Join(", ", missing);
-    if (!untracked.empty())
-      what += "; model parameters the optimizer did not hold: " + c10::Join(", ", untracked);
+    if (!unaccounted.empty())
+      what += "; model parameters the checkpoint does not know: " + c10::Join(", ", unaccounted);
     throw StateMismatchError(detail::message(file, "training_state/optimizer", what));
   }
-  out.optimizer = make_optimizer(type, std::move(groups),
-                                 options_from(json(opt->at("defaults").to_json()), type, file,
-                                              "training_state/optimizer/defaults"));
-  const Node& states = opt->at("state");
-  for (const auto& [name, s] : states.as_dict()) {
+  const Node* defaults = opt->find("defaults");
+  if (!defaults) detail::throw_format_error(file, "training_state/optimizer", "missing 'defaults'");
+  auto default_options = in_entry(file, "training_state/optimizer/defaults",
+                                  [&] { return codec->load_options(json(defaults->to_json())); });
+  out.optimizer = in_entry(file, "training_state/optimizer",
+                           [&] { return codec->make(std::move(groups), *default_options); });
+  const Node* states = opt->find("state");
+  if (!states || !states->is_dict())
+    detail::throw_format_error(file, "training_state/optimizer/state", "expected a dict");
+  for (const auto& [name, s] : states->as_dict()) {
+    const std::string where = "training_state/optimizer/state/" + name;
     auto it = by_name.find(name);
     if (it == by_name.end()) {
-      throw StateMismatchError(detail::message(file, "training_state/optimizer/state/" + name,
-                                               "no such parameter in the model"));
+      throw StateMismatchError(detail::message(file, where, "no such parameter in the model"));
     }
-    StateReader reader(s, it->second, file, "training_state/optimizer/state/" + name);
-    out.optimizer->state()[state_key(it->second)] = param_state_from(reader, type);
+    out.optimizer->state()[state_key(it->second)] =
+        in_entry(file, where, [&] { return codec->load_state(s, it->second); });
+  }
+  for (const auto& name : frozen) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      throw StateMismatchError(detail::message(file, "training_state/optimizer/frozen",
+                                               "no such parameter in the model: " + name));
+    }
+    it->second.requires_grad_(false);
   }
 
   if (const Node* sched = ts.find("scheduler"); sched && !sched->is_null()) {
     const json s = json(sched->to_json());
     const auto stype = s.value("type", std::string());
-    SchedulerFactory factory;
-    {
-      auto& reg = schedulers();
-      std::lock_guard<std::mutex> lock(reg.mutex);
-      auto it = reg.factories.find(stype);
-      if (it == reg.factories.end()) {
-        throw ConfigError(detail::message(
-            file, "training_state/scheduler",
-            "no factory registered for scheduler type '" + stype + "' (zanj::register_scheduler)"));
-      }
-      factory = it->second;
+    auto factory = schedulers().find(stype);
+    if (!factory) {
+      throw ConfigError(detail::message(file, "training_state/scheduler",
+                                        "no factory registered for scheduler type '" + stype +
+                                            "' (known: " + schedulers().known() +
+                                            "; zanj::register_scheduler)"));
     }
-    try {
-      out.scheduler = factory(*out.optimizer, s.value("state", json::object()));
-    } catch (const json::exception& e) {
-      detail::throw_format_error(file, "training_state/scheduler/state", e.what());
-    }
+    out.scheduler = in_entry(file, "training_state/scheduler/state", [&] {
+      return (*factory)(*out.optimizer, s.value("state", json::object()));
+    });
   }
-  if (const Node* rng = ts.find("rng")) restore_rng(*rng, file);
+  if (const Node* data = ts.find("data"); data && !data->is_null()) {
+    out.saved_data = *data;
+    out.state.data = std::make_shared<UnrestoredData>(file);
+  }
+  if (const Node* rng = ts.find("rng")) {
+    out.saved_rng = *rng;
+    set_rng(*rng, file);
+  }
   return out;
 }
 

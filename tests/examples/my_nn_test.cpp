@@ -169,16 +169,16 @@ TEST(ConfiguredModelTest, StrictLoadListsEveryMismatch) {
   TempDir dir;
   auto tree = stored_model(trained_model());
   auto& sd = tree.at("state_dict");
-  sd.erase("net.0.bias");                                    // missing
-  sd["extra.weight"] = torch::zeros({1});                    // unexpected
-  sd.at("net.2.weight") = torch::zeros({3, 20});             // shape
-  sd.at("net.2.bias") = torch::zeros({2}, torch::kFloat64);  // dtype
+  sd.erase("net.0.bias");                                  // missing
+  sd["extra.weight"] = torch::zeros({1});                  // unexpected
+  sd.at("net.2.weight") = torch::zeros({3, 20});           // shape
+  sd.at("net.2.bias") = torch::zeros({2}, torch::kInt64);  // dtype
   zanj::save(tree, dir.file("bad.zanj"));
   EXPECT_THAT([&] { MyNN::read(dir.file("bad.zanj")); },
               zanj_test::Throws<zanj::StateMismatchError>(
                   "bad.zanj: state_dict: does not fit the model",
                   "shape mismatch: net.2.weight (expected [2, 20], found [3, 20])",
-                  "dtype mismatch: net.2.bias (expected Float, found Double)",
+                  "dtype mismatch: net.2.bias (expected Float, found Long)",
                   "missing keys: net.0.bias", "unexpected keys: extra.weight"));
 }
 
@@ -210,10 +210,17 @@ TEST(ConfiguredModelTest, ReadOptionsConvertTheDtype) {
   // float32 -> float64 is exact.
   EXPECT_TRUE(BitIdentical(again->net[0]->as<torch::nn::Linear>()->weight,
                            model->net[0]->as<torch::nn::Linear>()->weight.to(torch::kFloat64)));
-  // And a float64 file reads into a float64 model.
+  // A float64 file reads into a float64 model: read() builds the model in the stored dtypes.
   again->save(dir.file("double.zanj"));
-  EXPECT_THROW(MyNN::read(dir.file("double.zanj")), zanj::StateMismatchError);
-  EXPECT_NO_THROW(MyNN::read(dir.file("double.zanj"), options));
+  auto doubled = MyNN::read(dir.file("double.zanj"));
+  for (const auto& p : doubled->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat64);
+  EXPECT_TRUE(BitIdentical(doubled->net[0]->as<torch::nn::Linear>()->weight,
+                           again->net[0]->as<torch::nn::Linear>()->weight));
+  // load() into an existing float32 model does not change its dtype: it says how to.
+  EXPECT_THAT(
+      [&] { model->load(dir.file("double.zanj")); },
+      zanj_test::Throws<zanj::StateMismatchError>(
+          "dtype mismatch: net.0.weight (expected Float, found Double)", "->to(torch::kFloat64)"));
 }
 
 TEST(ConfiguredModelTest, ConfigErrorsNameTheField) {
