@@ -223,6 +223,9 @@ int main(int argc, char** argv) {
   // Past `ulimit -f` a write fails with EFBIG ("File too large", an IoError naming the file)
   // instead of the default SIGXFSZ killing the process without a word.
   std::signal(SIGXFSZ, SIG_IGN);
+  // Gloo writes to its sockets without MSG_NOSIGNAL: when another rank dies, SIGPIPE would kill
+  // this one silently instead of its save failing with an IoError (Python ignores SIGPIPE).
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"data-parallel training with distributed checkpoints (configured_model)"};
   Options o;
   app.add_option("--world-size", o.world_size, "processes (ranks)")->check(CLI::Range(1, 64));

@@ -108,8 +108,8 @@ int train_save_check(const std::string& out, int64_t hidden_dim, int steps) {
 class Synthetic : public torch::data::datasets::Dataset<Synthetic> {
  public:
   Synthetic(int64_t size, int64_t input_dim, torch::Dtype dtype) {
-    torch::manual_seed(0);
-    x_ = torch::randn({size, input_dim});
+    // Its own generator: building the data leaves torch's global RNG alone.
+    x_ = torch::randn({size, input_dim}, at::detail::createCPUGenerator(0));
     y_ = (x_.sum(1) > 0).to(torch::kLong);
     x_ = x_.to(dtype);
   }
@@ -136,6 +136,7 @@ struct RunOptions {
   int64_t param_groups = 1;
   int64_t dataset_size = 1000;
   int64_t batch_size = 32;
+  bool build_loader_first = false;
 };
 
 torch::Dtype dtype_named(const std::string& name) {
@@ -208,6 +209,15 @@ int resumable_run(const RunOptions& o) {
   config.hidden_dim = o.hidden_dim;
   const torch::Dtype dtype = dtype_named(o.dtype);
 
+  // The data: a torch::data DataLoader over a RandomSampler whose position goes into every
+  // checkpoint. A training loop builds it after resuming (the default here) or before.
+  Synthetic dataset(o.dataset_size, config.input_dim, dtype);
+  std::optional<zanj::ResumableSampler<torch::data::samplers::RandomSampler>> sampler;
+  auto make_sampler = [&] {
+    sampler.emplace(torch::data::samplers::RandomSampler(o.dataset_size));
+  };
+  if (o.build_loader_first) make_sampler();
+
   std::shared_ptr<mlp::MyNN> model;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<torch::optim::LRScheduler> scheduler;
@@ -232,18 +242,16 @@ int resumable_run(const RunOptions& o) {
     scheduler = std::make_unique<zanj::StepLR>(*optimizer, 50, 0.5);
   }
 
-  // The data, built after resuming as a training loop does. The sampler's position goes into
-  // every checkpoint; on resume it continues the epoch the checkpoint was taken in.
-  Synthetic dataset(o.dataset_size, config.input_dim, dtype);
-  zanj::ResumableSampler<torch::data::samplers::RandomSampler> sampler(
-      torch::data::samplers::RandomSampler(o.dataset_size));
+  if (!sampler) make_sampler();
   if (resumed) {
-    resumed->restore(sampler);  // also undoes what building the sampler drew from the RNG
+    // The sampler continues the epoch the checkpoint was taken in, and torch's RNG is set back
+    // to the checkpoint's (undoing what building the sampler drew from it).
+    resumed->restore(*sampler);
     state = resumed->state;
   }
-  state.data = sampler.position();
+  state.data = sampler->position();
   auto loader = torch::data::make_data_loader(
-      dataset.map(torch::data::transforms::Stack<>()), sampler,
+      dataset.map(torch::data::transforms::Stack<>()), *sampler,
       torch::data::DataLoaderOptions(static_cast<size_t>(o.batch_size)));
 
   auto loss_fn = model->loss();
@@ -336,6 +344,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", run.batch_size, "with --ckpt-dir: samples per batch")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_flag("--build-loader-first", run.build_loader_first,
+               "with --ckpt-dir --resume: build the data loader before resuming");
   CLI11_PARSE(app, argc, argv);
   try {
     if (!read_path.empty()) return read_and_print(read_path);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -167,7 +168,7 @@ class CheckpointManager {
       try {
         return resume<Model>(it->path, options);
       } catch (const FormatError& e) {
-        warn_damaged(it->path, e.what());
+        warn_damaged(it->path, e.what(), std::next(it) != all.rend());
         if (!newest_error) newest_error = std::current_exception();
       }
     }
@@ -189,7 +190,7 @@ class CheckpointManager {
   void check_metrics(const nlohmann::json& metrics) const;
   void bookkeep(std::int64_t step, const std::string& path, const nlohmann::json& metrics);
   void remove_stale_temporaries() const;
-  void warn_damaged(const std::string& path, const std::string& what) const;
+  void warn_damaged(const std::string& path, const std::string& what, bool older_left) const;
 
   std::string directory_;
   CheckpointPolicy policy_;

@@ -101,8 +101,10 @@ SaveOptions CheckpointManager::with_books(SaveOptions options, std::int64_t step
 }
 
 // A killed save leaves its hidden temporary behind; one no live writer holds is removed.
-void CheckpointManager::warn_damaged(const std::string& path, const std::string& what) const {
-  logger()->warn("{}: skipping a damaged checkpoint for an older one: {}", path, what);
+void CheckpointManager::warn_damaged(const std::string& path, const std::string& what,
+                                     bool older_left) const {
+  logger()->warn("{}: damaged checkpoint skipped{}: {}", path,
+                 older_left ? ", resuming from an older one" : " (no older one is left)", what);
 }
 
 void CheckpointManager::remove_stale_temporaries() const {

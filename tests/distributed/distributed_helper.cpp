@@ -80,6 +80,9 @@ void kill_at_stage(zanj::detail::SaveStage stage, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Gloo writes to its sockets without MSG_NOSIGNAL: when a peer rank dies, the default SIGPIPE
+  // would kill this rank too, before it can report the failure (Python ignores SIGPIPE).
+  std::signal(SIGPIPE, SIG_IGN);
   std::map<std::string, std::string> arg;
   for (int i = 1; i < argc; ++i) {
     std::string key = argv[i];
