@@ -115,6 +115,15 @@ long vm_hwm_kb() {
   return -1;
 }
 
+// An Adam optimizer over `m` after one step (its exp_avg and exp_avg_sq allocated): the training
+// state the resume figures are measured with. Model + state = 3x the model's bytes.
+std::unique_ptr<torch::optim::Adam> stepped_adam(BenchNet& m) {
+  auto opt = std::make_unique<torch::optim::Adam>(m.parameters(), torch::optim::AdamOptions(1e-3));
+  for (auto& p : m.parameters()) p.mutable_grad() = torch::full_like(p, 1e-3);
+  opt->step();
+  return opt;
+}
+
 // Child mode: one operation, then its peak RSS on stdout.
 int child(const std::string& op, const std::string& path, const BenchConfig& config) {
   torch::manual_seed(0);
@@ -141,6 +150,26 @@ int child(const std::string& op, const std::string& path, const BenchConfig& con
   } else if (op == "load") {
     BenchNet m(config);
     m.load(path);
+  } else if (op == "resume") {
+    // A checkpoint with Adam state: the model and optimizer rebuilt from it.
+    const auto run = zanj::resume<BenchNet>(path);
+  } else if (op == "async_stalls" || op == "async_stalls_unreserved") {
+    // The loop's stall at the first save_async of a process, and the median of the next ones,
+    // with the staging memory reserved at setup as documented (async_stalls_unreserved: not).
+    BenchNet m(config);
+    zanj::AsyncSaver saver;
+    if (op == "async_stalls") saver.reserve(m.to_node());
+    std::vector<double> stalls;
+    for (int i = 0; i < 6; ++i) {
+      const auto start = Clock::now();
+      auto handle = saver.save_model(m, path);
+      stalls.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+      handle.wait();
+    }
+    std::vector<double> later(stalls.begin() + 1, stalls.end());
+    std::sort(later.begin(), later.end());
+    std::printf("%.6f %.6f\n", stalls[0], later[later.size() / 2]);
+    return 0;
   } else if (op == "save_async" || op == "save_async_2") {
     // Consecutive background saves (each waits for the one before): model + one staging copy.
     BenchNet m(config);
@@ -225,6 +254,20 @@ int dist_child(const std::string& op, const std::string& dir, int rank, int worl
     std::printf(
         "%.6f %llu\n", t,
         static_cast<unsigned long long>(result.bytes_per_rank[static_cast<std::size_t>(rank)]));
+    return 0;
+  }
+  if (op == "dist_resume_save") {
+    BenchNet m(config);
+    auto opt = stepped_adam(m);
+    const auto start = Clock::now();
+    zanj::save_distributed(dir, zanj::checkpoint_node(m, *opt, nullptr, {}), group);
+    std::printf("%.6f 0\n", std::chrono::duration<double>(Clock::now() - start).count());
+    return 0;
+  }
+  if (op == "dist_resume") {
+    const auto start = Clock::now();
+    const auto run = zanj::resume_distributed<BenchNet>(dir, group);
+    std::printf("%.6f 0\n", std::chrono::duration<double>(Clock::now() - start).count());
     return 0;
   }
   if (op == "dist_read" || op == "dist_read_bcast") {
@@ -685,6 +728,32 @@ int main(int argc, char** argv) {
                 1e3;
     }
 
+    // Resume: a checkpoint of the model with Adam state, resumed, against Model::read of the same
+    // file (which reads the same bytes); resume's peak RSS against model + optimizer state.
+    const std::string ck = base + "_adam.zanj";
+    {
+      BenchNet m(config);
+      auto opt = stepped_adam(m);
+      zanj::save_checkpoint(ck, m, *opt, nullptr, {});
+    }
+    rounds({{"resume", [&] { const auto run = zanj::resume<BenchNet>(ck); }},
+            {"read_checkpoint", [&] { BenchNet::read(ck); }}});
+    rss["resume"] = static_cast<double>(child_peak_kb("resume", ck, config)) / 1e3;
+    // The first save_async of a process against the later ones.
+    auto stalls = [&](const std::string& op) {
+      const auto [pid, fd] =
+          spawn_self({"--child", op, "--path", base + "_stalls.zanj", "--layers",
+                      std::to_string(config.layers), "--width", std::to_string(config.width)});
+      const std::string text = collect(pid, fd, "child " + op);
+      std::pair<double, double> first_steady;
+      check(std::sscanf(text.c_str(), "%lf %lf", &first_steady.first, &first_steady.second) == 2,
+            op + ": no figures");
+      std::filesystem::remove(base + "_stalls.zanj");
+      return first_steady;
+    };
+    const auto [first_stall, steady_stall] = stalls("async_stalls");
+    const auto [unreserved_first, unreserved_steady] = stalls("async_stalls_unreserved");
+
     auto ratio = [&](const std::string& a, const std::string& b) { return s[a] / s[b]; };
     std::vector<Row> rows = {
         {"raw_write", "raw write() + fsync", s["raw_write"], "s", "", 0, ""},
@@ -778,6 +847,21 @@ int main(int argc, char** argv) {
       json[r.key + (r.unit == "s" ? "_s" : r.unit == "MB" ? "_mb" : "")] = r.value;
     }
     json["async_stall_vs_torch_save"] = s["async_stall"] / s["torch_save"];
+    json["resume_s"] = s["resume"];
+    json["read_checkpoint_s"] = s["read_checkpoint"];
+    json["resume_vs_read"] = s["resume"] / s["read_checkpoint"];
+    json["resume_peak_rss_mb"] = rss["resume"] - rss["baseline"];
+    json["resume_peak_rss_vs_state"] = (rss["resume"] - rss["baseline"]) / (3 * mb);
+    json["async_first_stall_s"] = first_stall;
+    json["async_steady_stall_s"] = steady_stall;
+    json["async_first_stall_vs_steady"] = first_stall / steady_stall;
+    json["async_first_stall_unreserved_vs_steady"] = unreserved_first / unreserved_steady;
+    std::printf("%-34s %12.3f x Model::read of the checkpoint\n", "resume",
+                s["resume"] / s["read_checkpoint"]);
+    std::printf("%-34s %12.3f x model + Adam state\n", "resume peak RSS",
+                json["resume_peak_rss_vs_state"].get<double>());
+    std::printf("%-34s %12.3f x the later ones (%.3f s vs %.3f s)\n", "first save_async stall",
+                first_stall / steady_stall, first_stall, steady_stall);
     std::printf("%-34s %12.3f x torch::save\n", "save_async stall",
                 s["async_stall"] / s["torch_save"]);
     // 20 consecutive background saves against 2: the staging area must not grow.
@@ -800,6 +884,16 @@ int main(int argc, char** argv) {
       const std::string ddir = base + "_dist";
       std::printf("\n%-34s %10s %10s %12s %10s\n", "distributed (N ranks)", "save s", "read s",
                   "max B/rank", "x model");
+      {
+        // A 1-rank resume_distributed against resume of the same state from one file.
+        std::filesystem::remove_all(ddir);
+        run_dist("dist_resume_save", ddir, 1, config);
+        const auto [resume_s, unused] = run_dist("dist_resume", ddir, 1, config);
+        json["dist_resume_s_n1"] = resume_s;
+        json["dist_resume_vs_resume_n1"] = resume_s / s["resume"];
+        std::printf("%-34s %10s %10.4f  (%.2f x resume from one file)\n",
+                    "resume_distributed N = 1", "", resume_s, resume_s / s["resume"]);
+      }
       for (int n : {1, 2, 4}) {
         std::filesystem::remove_all(ddir);
         const auto [save_s, written] = run_dist("dist_save", ddir, n, config);
@@ -918,7 +1012,7 @@ int main(int argc, char** argv) {
 #else
     if (!s3_prefix.empty()) std::cerr << "zanj_bench: built without s3:// (CONFIGURED_MODEL_S3)\n";
 #endif
-    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st})
+    for (const auto& f : {raw, pt, zf, big, deflated, ours, many10, many10k, py_pt, st, ck})
       std::remove(f.c_str());
     std::cout << "BENCH_JSON " << json.dump() << std::endl;
   } catch (const std::exception& e) {

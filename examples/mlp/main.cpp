@@ -255,6 +255,7 @@ int resumable_run(const RunOptions& o) {
       torch::data::DataLoaderOptions(static_cast<size_t>(o.batch_size)));
 
   auto loss_fn = model->loss();
+  bool reserved = false;
   while (state.step < o.steps) {
     for (auto& batch : *loader) {
       auto closure = [&] {
@@ -268,6 +269,12 @@ int resumable_run(const RunOptions& o) {
       state.step += 1;
       state.samples_seen += batch.data.size(0);
       model->training_records()["loss"].push_back(loss.item<double>());
+      if (o.background && !reserved) {
+        // Once the optimizer's state exists: the first background save then stalls the loop
+        // no longer than the later ones (its staging memory is already in place).
+        manager.reserve_async(*model, *optimizer, scheduler.get(), state);
+        reserved = true;
+      }
       if (manager.due(state.step) || state.step == o.steps) {
         if (o.background) {
           // Returns once the state is copied aside; the next steps run while it is written.

@@ -107,6 +107,12 @@ class AsyncSaver {
     return save(checkpoint_node(model, optimizer, scheduler, state), std::move(path), options);
   }
 
+  /// Allocates (and touches) the staging memory of the next save for a tree shaped like
+  /// `tree`, so that the first save() of a process stalls no longer than later ones: call it
+  /// once while setting up (say after the first optimizer step, when the optimizer's state
+  /// exists). Nothing is copied; a later save of other shapes reallocates what differs.
+  void reserve(const Node& tree);
+
   /// Waits for every save in flight; rethrows the first unobserved failure.
   void wait();
 

@@ -103,6 +103,16 @@ class CheckpointManager {
                       options);
   }
 
+  /// Reserves the background saves' staging memory for a state shaped like this one (see
+  /// AsyncSaver::reserve), so that the first save_async stalls no longer than later ones. Call
+  /// it once the optimizer's state exists (after the first step).
+  template <class Model>
+  void reserve_async(const Model& model, const torch::optim::Optimizer& optimizer,
+                     const torch::optim::LRScheduler* scheduler, const TrainingState& state) {
+    reserve_async(checkpoint_node(model, optimizer, scheduler, state));
+  }
+  void reserve_async(const Node& tree);
+
 #ifdef CONFIGURED_MODEL_DISTRIBUTED
   /// A distributed checkpoint for `step` (the directory `ckpt-<step>/`, see
   /// zanj::save_distributed in configured_model/distributed.hpp), called by every rank of

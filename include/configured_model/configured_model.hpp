@@ -134,11 +134,20 @@ class ConfiguredModel : public torch::nn::Module {
   ///         ConfigError if the config cannot be parsed or the model not built from it,
   ///         FormatError / IoError / VersionError for unreadable files.
   static std::shared_ptr<Derived> read(const std::string& path, const ReadOptions& options = {}) {
+    return read(path, options, nullptr);
+  }
+
+  /// read(), also handing back the whole tree of the file in `*tree` (when not null): what a
+  /// checkpoint keeps beside the model (its `training_state`), read in the same pass. The
+  /// tree's state_dict tensors are the model's own (no second copy).
+  static std::shared_ptr<Derived> read(const std::string& path, const ReadOptions& options,
+                                       Node* tree) {
     const detail::OpenedModel file = detail::open_model(path, class_name(), options);
     std::shared_ptr<Derived> model = construct(file.header, path, options);
-    const Node root =
+    Node root =
         zanj::read(file.archive, file.document, options, detail::state_dict_destination(*model));
     model->finish(root, path, options, /*adopt=*/true, /*fresh=*/true);
+    if (tree) *tree = std::move(root);
     return model;
   }
 

@@ -33,7 +33,8 @@ struct OptimizerCodec {
   /// One parameter's state as a tree (tensors are copied by the caller when it writes).
   std::function<Node(const torch::optim::OptimizerParamState&)> save_state;
   /// One parameter's state back, for `param` (tensors moved to its device; a parameter-shaped
-  /// tensor whose shape differs from param's should throw StateMismatchError).
+  /// tensor whose shape differs from param's should throw StateMismatchError). The state's
+  /// tensors are handed over: the optimizer may keep them without copying.
   std::function<std::unique_ptr<torch::optim::OptimizerParamState>(const Node& state,
                                                                    const at::Tensor& param)>
       load_state;

@@ -134,6 +134,14 @@ Node training_state_node(const torch::nn::Module& model, const torch::optim::Opt
 Resumed resume_training(const Node& training_state, torch::nn::Module& model,
                         const std::string& file, const ReadOptions& options = {});
 
+namespace detail {
+/// resume_training() for a tree read for this resume alone: the optimizer's state takes the
+/// tree's tensors where their dtype and device fit (no copy), so that a resume holds the model
+/// and its optimizer state once.
+Resumed resume_training_owned(const Node& training_state, torch::nn::Module& model,
+                              const std::string& file, const ReadOptions& options);
+}  // namespace detail
+
 /// The key under which checkpoints keep their training state (next to the model's keys, which
 /// Python ZANJ's `MyNN.read` ignores).
 inline constexpr const char* kTrainingStateKey = "training_state";
@@ -156,8 +164,10 @@ void save_checkpoint(const std::string& path, const Model& model,
                      const torch::optim::LRScheduler* scheduler, const TrainingState& state,
                      const SaveOptions& options = {});
 
-/// Reads a checkpoint in one pass: `Model::read` for the model, then resume_training() for the
-/// rest (this restores torch's RNG states as a side effect).
+/// Reads a checkpoint in one pass: the model is built from its stored config and its weights are
+/// read straight into it, the optimizer takes over the optimizer state as read (peak memory:
+/// about the model plus its optimizer state); then as resume_training() (this restores torch's
+/// RNG states as a side effect).
 template <class Model>
 TrainingRun<Model> resume(const std::string& path, const ReadOptions& options = {});
 
@@ -181,15 +191,17 @@ void save_checkpoint(const std::string& path, const Model& model,
 
 template <class Model>
 TrainingRun<Model> resume(const std::string& path, const ReadOptions& options) {
-  const Node root = read(path, options);
-  std::shared_ptr<Model> model = Model::from_node(root, path, options);
+  // One pass: the weights are read straight into the model built from the stored config, the
+  // optimizer state into the tree that the optimizer then takes over.
+  Node root;
+  std::shared_ptr<Model> model = Model::read(path, options, &root);
   const Node* training = root.find(kTrainingStateKey);
   if (!training) {
     throw FormatError(path + ": " + kTrainingStateKey +
                       ": missing (a model file, not a training checkpoint)");
   }
   TrainingRun<Model> run;
-  static_cast<Resumed&>(run) = resume_training(*training, *model, path, options);
+  static_cast<Resumed&>(run) = detail::resume_training_owned(*training, *model, path, options);
   run.model = std::move(model);
   return run;
 }

@@ -187,6 +187,27 @@ void stage(Node& n, std::vector<at::Tensor>& staging, std::size_t& i, std::uint6
 
 }  // namespace
 
+void AsyncSaver::reserve(const Node& tree) {
+  rethrow_unobserved();
+  Slot& slot = free_slot();
+  Node shaped = tree;
+  std::size_t i = 0;
+  std::vector<Copy> copies;
+  stage(shaped, slot.staging, i, allocations_, copies);
+  slot.staging.resize(i);
+  // Touch every page now, on every core, instead of in the first save's copy.
+  constexpr std::size_t kPiece = 4 << 20;
+  std::vector<Copy> pieces;
+  for (const Copy& c : copies) {
+    for (std::size_t at = 0; at < c.n; at += kPiece) {
+      pieces.push_back({c.dst + at, nullptr, std::min(kPiece, c.n - at)});
+    }
+  }
+  detail::run_in_order(
+      pieces.size(), detail::worker_count(0, pieces.size()),
+      [&](std::size_t k) { std::memset(pieces[k].dst, 0, pieces[k].n); }, [](std::size_t) {});
+}
+
 SaveHandle AsyncSaver::save(const Node& tree, std::string path, const SaveOptions& options,
                             std::function<void()> then) {
   const std::string target = path;

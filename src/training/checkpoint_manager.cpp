@@ -264,6 +264,11 @@ void CheckpointManager::bookkeep(std::int64_t step, const std::string& path,
   logger()->info("{}: checkpoint at step {} saved", path, step);
 }
 
+void CheckpointManager::reserve_async(const Node& tree) {
+  if (!saver_) saver_ = std::make_unique<AsyncSaver>();
+  saver_->reserve(tree);
+}
+
 SaveHandle CheckpointManager::save_async(std::int64_t step, const Node& tree,
                                          const nlohmann::json& metrics,
                                          const SaveOptions& options) {

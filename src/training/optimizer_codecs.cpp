@@ -85,8 +85,9 @@ at::Tensor load_tensor(const Node& v, const char* key, const at::Tensor& param, 
     throw StateMismatchError(std::string(key) + ": shape mismatch (expected " +
                              c10::str(param.sizes()) + ", found " + c10::str(t.sizes()) + ")");
   }
-  // Parameter-shaped state follows the parameter's dtype; the rest keeps its own.
-  return shaped ? t.to(param.options()).clone() : t.to(param.device()).clone();
+  // Parameter-shaped state follows the parameter's dtype; the rest keeps its own. No copy when
+  // nothing converts: the caller hands over a tree it does not use again.
+  return shaped ? t.to(param.options()) : t.to(param.device());
 }
 
 std::vector<at::Tensor> load_list(const Node& v, const char* key, const at::Tensor& param) {

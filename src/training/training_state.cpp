@@ -261,8 +261,27 @@ void Resumed::restore_rng() const {
   if (!saved_rng.is_null()) set_rng(saved_rng, file);
 }
 
-Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::string& file,
-                        const ReadOptions& options) {
+namespace {
+
+// A copy of `n` whose tensors are copies too.
+Node with_copied_tensors(const Node& n) {
+  if (n.is_tensor()) return Node(n.tensor().clone());
+  if (n.is_dict()) {
+    Node out = Node::dict();
+    for (const auto& [key, value] : n.as_dict()) out[key] = with_copied_tensors(value);
+    return out;
+  }
+  if (n.is_list()) {
+    Node out = Node::list();
+    for (const auto& item : n.as_list()) out.push_back(with_copied_tensors(item));
+    return out;
+  }
+  return n;
+}
+
+// `owned`: the tree was read for this resume alone, and the optimizer takes its tensors.
+Resumed resume(const Node& ts, torch::nn::Module& model, const std::string& file,
+               const ReadOptions& options, bool owned) {
   (void)options;
   if (!ts.is_dict()) detail::throw_format_error(file, kTrainingStateKey, "expected a dict");
   const Node* version = ts.find("version");
@@ -363,8 +382,10 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
     if (it == by_name.end()) {
       throw StateMismatchError(detail::message(file, where, "no such parameter in the model"));
     }
-    out.optimizer->state()[state_key(it->second)] =
-        in_entry(file, where, [&] { return codec->load_state(s, it->second); });
+    out.optimizer->state()[state_key(it->second)] = in_entry(file, where, [&] {
+      return owned ? codec->load_state(s, it->second)
+                   : codec->load_state(with_copied_tensors(s), it->second);
+    });
   }
   for (const auto& name : frozen) {
     auto it = by_name.find(name);
@@ -399,5 +420,19 @@ Resumed resume_training(const Node& ts, torch::nn::Module& model, const std::str
   }
   return out;
 }
+
+}  // namespace
+
+Resumed resume_training(const Node& training_state, torch::nn::Module& model,
+                        const std::string& file, const ReadOptions& options) {
+  return resume(training_state, model, file, options, /*owned=*/false);
+}
+
+namespace detail {
+Resumed resume_training_owned(const Node& training_state, torch::nn::Module& model,
+                              const std::string& file, const ReadOptions& options) {
+  return resume(training_state, model, file, options, /*owned=*/true);
+}
+}  // namespace detail
 
 }  // namespace zanj

@@ -84,6 +84,24 @@ TEST(AsyncSaverTest, StagingIsAllocatedOnceAndReused) {
   EXPECT_EQ(saver.staging_bytes(), bytes);
 }
 
+TEST(AsyncSaverTest, AReservedSaverAllocatesNothingAtTheFirstSave) {
+  TempDir dir;
+  torch::manual_seed(1);
+  Trainer t;
+  t.steps(1);
+  zanj::AsyncSaver saver;
+  saver.reserve(zanj::checkpoint_node(*t.model, *t.opt, nullptr, t.state));
+  const auto reserved = saver.staging_allocations();
+  EXPECT_GT(reserved, 4u);
+  t.steps(1);
+  saver.save_checkpoint(dir.file("a.zanj"), *t.model, *t.opt, nullptr, t.state).wait();
+  EXPECT_EQ(saver.staging_allocations(), reserved);
+  // The file holds the values at the save, not the zeros of the reservation.
+  const auto back = zanj::read(dir.file("a.zanj"));
+  EXPECT_TRUE(zanj_test::BitIdentical(back.at("state_dict").at("fc1.weight").tensor(),
+                                      t.model->fc1->weight));
+}
+
 TEST(AsyncSaverTest, FailuresSurfaceFromWaitOrTheNextSave) {
   TempDir dir;
   zanj_test::write_bytes(dir.file("file"), "x");

@@ -83,10 +83,10 @@ TEST(ResumeLayoutsTest, AnOptimizerOverASubsetKeepsTheFrozenLayerFrozen) {
     Grown() : TrainNet(TrainNetConfig{}) { register_parameter("extra", torch::zeros({1})); }
   };
   Grown grown;
-  EXPECT_THAT(
-      [&] { zanj::resume_training(tree.at("training_state"), grown, "c.zanj"); },
-      zanj_test::Throws<zanj::StateMismatchError>(
-          "c.zanj: training_state/optimizer", "model parameters the checkpoint does not know: extra"));
+  EXPECT_THAT([&] { zanj::resume_training(tree.at("training_state"), grown, "c.zanj"); },
+              zanj_test::Throws<zanj::StateMismatchError>(
+                  "c.zanj: training_state/optimizer",
+                  "model parameters the checkpoint does not know: extra"));
 }
 
 // The GPT pattern: the output projection is the embedding's weight, registered under both names.
@@ -151,9 +151,9 @@ TEST(ResumeLayoutsTest, AnOptimizerSubclassNeedsItsOwnCodec) {
   };
   auto model = std::make_shared<TrainNet>(TrainNetConfig{});
   MySGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
-  EXPECT_THAT([&] { zanj::training_state_node(*model, opt, nullptr, {}); },
-              zanj_test::Throws<zanj::ConfigError>("cannot save optimizer", "LBFGS",
-                                                   "register_optimizer"));
+  EXPECT_THAT(
+      [&] { zanj::training_state_node(*model, opt, nullptr, {}); },
+      zanj_test::Throws<zanj::ConfigError>("cannot save optimizer", "LBFGS", "register_optimizer"));
 }
 
 using Sampler = zanj::ResumableSampler<torch::data::samplers::RandomSampler>;
@@ -183,9 +183,11 @@ TEST(ResumeLayoutsTest, TheSamplerContinuesItsEpochAndTheRngIsSetBack) {
 
   auto run = zanj::resume<TrainNet>(dir.file("c.zanj"));
   // Saving before the sampler is restored would silently lose the position: refused.
-  EXPECT_THAT([&] { zanj::save_checkpoint(dir.file("d.zanj"), *run.model, *run.optimizer,
-                                          nullptr, run.state); },
-              zanj_test::Throws<zanj::StateMismatchError>("run.restore(sampler)"));
+  EXPECT_THAT(
+      [&] {
+        zanj::save_checkpoint(dir.file("d.zanj"), *run.model, *run.optimizer, nullptr, run.state);
+      },
+      zanj_test::Throws<zanj::StateMismatchError>("run.restore(sampler)"));
   Sampler again(torch::data::samplers::RandomSampler(20));  // draws from torch's RNG
   run.restore(again);
   again.reset();  // the DataLoader's start of epoch: skipped once after a restore

@@ -69,16 +69,15 @@ class ResumeMatrixTest : public ::testing::TestWithParam<Cell> {};
 TEST_P(ResumeMatrixTest, ResumedEqualsStraight) { check(GetParam()); }
 
 // Every optimizer once, every layout, dtype, position and loader order at least twice.
-INSTANTIATE_TEST_SUITE_P(
-    Slice, ResumeMatrixTest,
-    ::testing::Values(Cell{"sgd", "one", "float32", "mid", "after"},
-                      Cell{"adam", "two", "float64", "end", "after"},
-                      Cell{"adamw", "frozen", "bfloat16", "mid", "before"},
-                      Cell{"rmsprop", "two", "float32", "end", "before"},
-                      Cell{"adagrad", "frozen", "float64", "mid", "after"},
-                      Cell{"lbfgs", "one", "bfloat16", "end", "after"},
-                      Cell{"lbfgs", "frozen", "float32", "mid", "before"}),
-    [](const ::testing::TestParamInfo<Cell>& p) { return name_of(p.param); });
+INSTANTIATE_TEST_SUITE_P(Slice, ResumeMatrixTest,
+                         ::testing::Values(Cell{"sgd", "one", "float32", "mid", "after"},
+                                           Cell{"adam", "two", "float64", "end", "after"},
+                                           Cell{"adamw", "frozen", "bfloat16", "mid", "before"},
+                                           Cell{"rmsprop", "two", "float32", "end", "before"},
+                                           Cell{"adagrad", "frozen", "float64", "mid", "after"},
+                                           Cell{"lbfgs", "one", "bfloat16", "end", "after"},
+                                           Cell{"lbfgs", "frozen", "float32", "mid", "before"}),
+                         [](const ::testing::TestParamInfo<Cell>& p) { return name_of(p.param); });
 
 std::vector<Cell> every_cell() {
   std::vector<Cell> out;
