@@ -104,7 +104,7 @@ class ConfiguredModel : public torch::nn::Module {
     const auto& self = static_cast<const Derived&>(*this);
     return detail::model_node(self, class_name(), c10::demangle_type<Derived>(),
                               nlohmann::ordered_json(nlohmann::json(config_)), config_tag(),
-                              training_records_);
+                              training_records_, config_version());
   }
 
   /// Saves the model to `path` (crash-safe: the old file stays intact until the new one is
@@ -205,7 +205,34 @@ class ConfiguredModel : public torch::nn::Module {
       logger()->warn("{}: zanj_model_config: config class tag '{}' differs from '{}'", file,
                      parts.config_tag, config_tag());
     }
-    Config config = config_from_json<Config>(nlohmann::json(parts.config), file);
+    nlohmann::json stored(parts.config);
+    ConfigReport report;
+    report.stored_version = parts.config_version;
+    if constexpr (detail::has_config_version<Config>::value) {
+      if (parts.config_version > config_version()) {
+        throw VersionError(detail::message(
+            file, "meta/config_version",
+            "the config was saved at version " + std::to_string(parts.config_version) +
+                ", newer than this code's " + std::to_string(config_version())));
+      }
+      if (parts.config_version < config_version()) {
+        try {
+          stored = Config::zanj_upgrade_config(std::move(stored), parts.config_version);
+        } catch (const Error&) {
+          throw;
+        } catch (const std::exception& e) {
+          throw ConfigError(detail::message(file, "zanj_model_config",
+                                            "upgrading the config from version " +
+                                                std::to_string(parts.config_version) +
+                                                " failed: " + e.what()));
+        }
+        report.upgraded = true;
+        logger()->info("{}: zanj_model_config: upgraded from version {} to {}", file,
+                       parts.config_version, config_version());
+      }
+    }
+    Config config = config_from_json<Config>(stored, file, &report);
+    if (options.config_report) *options.config_report = report;
     std::shared_ptr<Derived> model;
     try {
       model = std::make_shared<Derived>(std::move(config));
@@ -233,6 +260,14 @@ class ConfiguredModel : public torch::nn::Module {
     detail::load_state_dict(*this, *parts.state_dict, file, options, adopt, fresh);
     if (options.device) this->to(*options.device);
     training_records_ = nlohmann::json(parts.training_records);
+  }
+
+  static int config_version() {
+    if constexpr (detail::has_config_version<Config>::value) {
+      return Config::zanj_config_version;
+    } else {
+      return 0;
+    }
   }
 
   static std::string config_tag() {

@@ -71,8 +71,13 @@ struct SaveOptions {
 };
 
 /// Options for reading a `.zanj` file.
+struct ConfigReport;  // configured_model/config.hpp
+
 struct ReadOptions {
   ErrorMode error_mode = ErrorMode::kWarn;
+  /// For models: when not null, receives what reading the stored config found (fields the
+  /// Config lacks or that took their defaults, an upgrade from an older config version).
+  ConfigReport* config_report = nullptr;
   /// For models: device to move the model to after loading (default: leave on CPU).
   std::optional<c10::Device> device;
   /// For models: floating-point dtype to convert floating parameters and buffers to.

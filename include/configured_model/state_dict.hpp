@@ -44,6 +44,7 @@ namespace detail {
 struct ModelParts {
   nlohmann::ordered_json config;  ///< `zanj_model_config` without its `__muutils_format__` tag
   std::string config_tag;         ///< that tag, or empty
+  int config_version = 0;         ///< `meta/config_version`, or 0 when none is recorded
   nlohmann::ordered_json training_records;
   const Node* state_dict = nullptr;
 };
@@ -85,7 +86,8 @@ void load_state_dict(torch::nn::Module& module, const Node& stored, const std::s
 /// The tree Python's `ConfiguredModel.serialize()` produces for a model.
 Node model_node(const torch::nn::Module& module, const std::string& class_name,
                 const std::string& cpp_type, nlohmann::ordered_json config,
-                const std::string& config_tag, const nlohmann::json& training_records);
+                const std::string& config_tag, const nlohmann::json& training_records,
+                int config_version = 0);
 
 /// Converts floating-point parameters and buffers to `dtype` (integer buffers stay, as in
 /// PyTorch's `Module.to(dtype)`).

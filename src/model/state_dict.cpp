@@ -182,6 +182,15 @@ void check_class_tag(const ojson* tag, const std::string& class_name, const std:
   }
 }
 
+// `meta/config_version` (written for configs that declare zanj_config_version), else 0.
+int config_version(const ojson* meta) {
+  if (!meta || !meta->is_object()) return 0;
+  auto it = meta->find("config_version");
+  if (it == meta->end() || !it->is_number_integer()) return 0;
+  const auto v = it->get<std::int64_t>();
+  return v > 0 && v < (1 << 30) ? static_cast<int>(v) : 0;
+}
+
 void split_config_tag(ModelParts& parts) {
   if (!parts.config.is_object()) return;
   auto it = parts.config.find("__muutils_format__");
@@ -209,6 +218,8 @@ ModelParts model_header(const nlohmann::ordered_json& tree, const std::string& c
   if (config == tree.end()) throw_format_error(file, "zanj_model_config", "missing");
   parts.config = *config;
   split_config_tag(parts);
+  parts.config_version =
+      config_version(tree.find("meta") == tree.end() ? nullptr : &*tree.find("meta"));
   return parts;
 }
 
@@ -239,6 +250,10 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
     throw_format_error(file, "zanj_model_config", e.what());
   }
   split_config_tag(parts);
+  if (const Node* meta = root.find("meta"); meta && !meta->contains_tensor()) {
+    const ojson m = meta->to_json();
+    parts.config_version = config_version(&m);
+  }
   if (const Node* records = root.find("training_records")) {
     if (records->contains_tensor()) {
       // Python may store arrays in its logs; we keep their values as nested JSON lists.
@@ -274,7 +289,8 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
 
 Node model_node(const torch::nn::Module& module, const std::string& class_name,
                 const std::string& cpp_type, nlohmann::ordered_json config,
-                const std::string& config_tag, const nlohmann::json& training_records) {
+                const std::string& config_tag, const nlohmann::json& training_records,
+                int config_version) {
   ojson tagged_config = ojson::object();
   tagged_config["__muutils_format__"] = config_tag;
   if (config.is_object()) {
@@ -303,6 +319,7 @@ Node model_node(const torch::nn::Module& module, const std::string& class_name,
                 {"cpp_type", cpp_type},
                 {"num_params", num_params},
                 {"as_str", as_str}};
+  if (config_version > 0) meta["config_version"] = config_version;
 
   Node::Dict tensors;
   for (auto& [name, tensor] : state_dict(module)) tensors.emplace_back(name, Node(tensor.detach()));

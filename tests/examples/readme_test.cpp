@@ -48,6 +48,49 @@ TEST(ReadmeTest, CompressedFilesSnippet) {
   EXPECT_EQ(zanj::state_digest(zanj::state_dict(*fresh)), before);
 }
 
+// What the README's resume loop trains on: 100 samples of a two-class problem.
+class TwoClasses : public torch::data::datasets::Dataset<TwoClasses> {
+ public:
+  TwoClasses() : x_(torch::randn({100, 10}, at::detail::createCPUGenerator(3))) {
+    y_ = (x_.sum(1) > 0).to(torch::kLong);
+  }
+  torch::data::Example<> get(size_t i) override {
+    return {x_[static_cast<int64_t>(i)], y_[static_cast<int64_t>(i)]};
+  }
+  torch::optional<size_t> size() const override { return 100; }
+
+ private:
+  torch::Tensor x_, y_;
+};
+
+// The README's "Resuming training exactly" loop, as written there: 25 steps straight equal 15
+// steps (a checkpoint at step 10, mid-epoch) and a resume to 25, bit for bit.
+TEST(ReadmeTest, ResumeLoopSnippet) {
+  const mlp::MyNNConfig config;
+  TwoClasses dataset;
+  auto go = [&](int64_t steps) {
+#include "resume_loop.inc"
+    EXPECT_EQ(state.step, steps);
+    EXPECT_EQ(state.data, sampler.position());
+    return mlp::digest(*model, *optimizer);
+  };
+  TempDir straight_dir, split_dir;
+  std::string straight, resumed;
+  {
+    zanj_test::ScopedCwd in_dir(straight_dir.path());
+    torch::manual_seed(1);
+    straight = go(25);
+  }
+  {
+    zanj_test::ScopedCwd in_dir(split_dir.path());
+    torch::manual_seed(1);
+    EXPECT_NE(go(15), straight);
+    torch::manual_seed(99);  // a new process: the RNG is wherever it is
+    resumed = go(25);
+  }
+  EXPECT_EQ(resumed, straight);
+}
+
 // The README's "Saves that do not stop training" snippet, as written there (compiled from
 // README.md).
 TEST(ReadmeTest, BackgroundSavesSnippet) {
