@@ -80,7 +80,7 @@ struct has_zanj_class_name<T, std::void_t<decltype(T::zanj_class_name())>> : std
 ///   std::shared_ptr<MyNN> again = MyNN::read("run.zanj");
 /// \endcode
 template <class Derived, class Config>
-class ConfiguredModel : public torch::nn::Module {
+class ConfiguredModel : public torch::nn::Module, public detail::HasTrainingRecords {
   static_assert(detail::is_json_round_trippable_v<Config>,
                 "configured_model: Config must be convertible to and from nlohmann::json. Add "
                 "NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(YourConfig, field1, ...) in YourConfig's "
@@ -95,8 +95,32 @@ class ConfiguredModel : public torch::nn::Module {
   const Config& config() const { return config_; }
 
   /// Free-form training logs saved with the model (JSON; null until first written).
+  /// A ConfiguredModel nested in another keeps its own records: they are saved with the outer
+  /// one (in `meta/nested_training_records`, by module path) and come back with it.
   nlohmann::json& training_records() { return training_records_; }
   const nlohmann::json& training_records() const { return training_records_; }
+  nlohmann::json& records() override { return training_records_; }
+  const nlohmann::json& records() const override { return training_records_; }
+
+  /// A deep copy of this model: the same type (Derived) built from the same config, with
+  /// copies of its parameters and buffers (dtypes, device and requires_grad kept), its
+  /// training records and those of nested models. `device`, when given, is where the copy
+  /// lives. Use std::dynamic_pointer_cast<Derived> for the typed pointer.
+  std::shared_ptr<torch::nn::Module> clone(
+      const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    std::shared_ptr<Derived> copy = from_node(to_node(), "<clone of " + class_name() + ">");
+    const auto mine = this->parameters();
+    const auto theirs = copy->parameters();
+    for (std::size_t i = 0; i < mine.size() && i < theirs.size(); ++i) {
+      theirs[i].requires_grad_(mine[i].requires_grad());
+    }
+    if (device) {
+      copy->to(*device);
+    } else if (!mine.empty() && mine.front().device() != theirs.front().device()) {
+      copy->to(mine.front().device());
+    }
+    return copy;
+  }
 
   /// The model as a ZANJ tree: `zanj_model_config`, `meta`, `training_records`, `state_dict`
   /// and the class tag, exactly as Python's `ConfiguredModel.serialize()` lays it out.
@@ -104,7 +128,7 @@ class ConfiguredModel : public torch::nn::Module {
     const auto& self = static_cast<const Derived&>(*this);
     return detail::model_node(self, class_name(), c10::demangle_type<Derived>(),
                               nlohmann::ordered_json(nlohmann::json(config_)), config_tag(),
-                              training_records_, config_version());
+                              training_records_, config_version(), detail::nested_records(self));
   }
 
   /// Saves the model to `path` (crash-safe: the old file stays intact until the new one is
@@ -260,6 +284,7 @@ class ConfiguredModel : public torch::nn::Module {
     detail::load_state_dict(*this, *parts.state_dict, file, options, adopt, fresh);
     if (options.device) this->to(*options.device);
     training_records_ = nlohmann::json(parts.training_records);
+    detail::restore_nested_records(*this, parts.nested_records, file);
   }
 
   static int config_version() {

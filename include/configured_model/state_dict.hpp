@@ -45,6 +45,7 @@ struct ModelParts {
   nlohmann::ordered_json config;  ///< `zanj_model_config` without its `__muutils_format__` tag
   std::string config_tag;         ///< that tag, or empty
   int config_version = 0;         ///< `meta/config_version`, or 0 when none is recorded
+  nlohmann::json nested_records;  ///< `meta/nested_training_records`, or null
   nlohmann::ordered_json training_records;
   const Node* state_dict = nullptr;
 };
@@ -83,11 +84,30 @@ TensorDestination state_dict_destination(const torch::nn::Module& module);
 void load_state_dict(torch::nn::Module& module, const Node& stored, const std::string& file,
                      const ReadOptions& options, bool adopt, bool fresh = false);
 
-/// The tree Python's `ConfiguredModel.serialize()` produces for a model.
+/// Something with its own training records: every ConfiguredModel, found among a model's
+/// submodules when it is nested in another.
+class HasTrainingRecords {
+ public:
+  virtual ~HasTrainingRecords() = default;
+  virtual nlohmann::json& records() = 0;
+  virtual const nlohmann::json& records() const = 0;
+};
+
+/// The non-null records of `module`'s submodules (at any depth) that have their own, by module
+/// path; null when there are none.
+nlohmann::json nested_records(const torch::nn::Module& module);
+
+/// Gives each submodule named in `nested` (what nested_records() returned) its records back;
+/// a path that names no such submodule is logged as a warning naming `file`.
+void restore_nested_records(torch::nn::Module& module, const nlohmann::json& nested,
+                            const std::string& file);
+
+/// The tree Python's `ConfiguredModel.serialize()` produces for a model. `nested_records` go
+/// into `meta/nested_training_records` (Python ignores them).
 Node model_node(const torch::nn::Module& module, const std::string& class_name,
                 const std::string& cpp_type, nlohmann::ordered_json config,
                 const std::string& config_tag, const nlohmann::json& training_records,
-                int config_version = 0);
+                int config_version = 0, const nlohmann::json& nested_records = nullptr);
 
 /// Converts floating-point parameters and buffers to `dtype` (integer buffers stay, as in
 /// PyTorch's `Module.to(dtype)`).

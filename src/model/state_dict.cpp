@@ -253,6 +253,10 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
   if (const Node* meta = root.find("meta"); meta && !meta->contains_tensor()) {
     const ojson m = meta->to_json();
     parts.config_version = config_version(&m);
+    if (m.is_object()) {
+      auto nested = m.find("nested_training_records");
+      if (nested != m.end() && nested->is_object()) parts.nested_records = *nested;
+    }
   }
   if (const Node* records = root.find("training_records")) {
     if (records->contains_tensor()) {
@@ -287,10 +291,35 @@ ModelParts model_parts(const Node& root, const std::string& class_name, const st
   return parts;
 }
 
+nlohmann::json nested_records(const torch::nn::Module& module) {
+  nlohmann::json out;
+  for (const auto& item : module.named_modules("", /*include_self=*/false)) {
+    const auto* holder = dynamic_cast<const HasTrainingRecords*>(item.value().get());
+    if (holder && !holder->records().is_null()) out[item.key()] = holder->records();
+  }
+  return out;
+}
+
+void restore_nested_records(torch::nn::Module& module, const nlohmann::json& nested,
+                            const std::string& file) {
+  if (!nested.is_object()) return;
+  const auto modules = module.named_modules("", /*include_self=*/false);
+  for (auto it = nested.begin(); it != nested.end(); ++it) {
+    const auto* found = modules.find(it.key());
+    auto* holder = found ? dynamic_cast<HasTrainingRecords*>(found->get()) : nullptr;
+    if (!holder) {
+      logger()->warn("{}: meta/nested_training_records/{}: no nested model of that name: ignored",
+                     file, it.key());
+      continue;
+    }
+    holder->records() = it.value();
+  }
+}
+
 Node model_node(const torch::nn::Module& module, const std::string& class_name,
                 const std::string& cpp_type, nlohmann::ordered_json config,
                 const std::string& config_tag, const nlohmann::json& training_records,
-                int config_version) {
+                int config_version, const nlohmann::json& nested_records) {
   ojson tagged_config = ojson::object();
   tagged_config["__muutils_format__"] = config_tag;
   if (config.is_object()) {
@@ -320,6 +349,7 @@ Node model_node(const torch::nn::Module& module, const std::string& class_name,
                 {"num_params", num_params},
                 {"as_str", as_str}};
   if (config_version > 0) meta["config_version"] = config_version;
+  if (!nested_records.is_null()) meta["nested_training_records"] = nested_records;
 
   Node::Dict tensors;
   for (auto& [name, tensor] : state_dict(module)) tensors.emplace_back(name, Node(tensor.detach()));
