@@ -225,6 +225,21 @@ class ConfiguredModel : public torch::nn::Module, public detail::HasTrainingReco
  private:
   static std::shared_ptr<Derived> construct(const detail::ModelParts& parts,
                                             const std::string& file, const ReadOptions& options) {
+    static_assert(std::is_constructible_v<Derived, Config>,
+                  "configured_model: a ConfiguredModel is rebuilt from its config alone, so its "
+                  "constructor must take the Config and nothing else (give other arguments "
+                  "defaults, or put them in the Config).");
+    if constexpr (std::is_constructible_v<Derived, Config>) {
+      return construct_from(parts, file, options);
+    } else {
+      return nullptr;
+    }
+  }
+
+  static std::shared_ptr<Derived> construct_from(const detail::ModelParts& parts,
+                                                 const std::string& file,
+                                                 const ReadOptions& options) {
+    detail::check_device(options, file);
     if (!parts.config_tag.empty() && parts.config_tag != config_tag()) {
       logger()->warn("{}: zanj_model_config: config class tag '{}' differs from '{}'", file,
                      parts.config_tag, config_tag());

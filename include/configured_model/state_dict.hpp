@@ -72,6 +72,9 @@ struct OpenedModel {
 OpenedModel open_model(const std::string& path, const std::string& class_name,
                        const ReadOptions& options);
 
+/// @throws UsageError when `options.device` is a CUDA device this process does not have.
+void check_device(const ReadOptions& options, const std::string& file);
+
 /// Sends each stored `state_dict/<name>` tensor straight into the module's own tensor.
 TensorDestination state_dict_destination(const torch::nn::Module& module);
 

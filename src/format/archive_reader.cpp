@@ -135,6 +135,12 @@ struct ArchiveReader::Impl {
       }
     }
     if (end == std::string::npos) {
+      // A zip's first local header with no end record: the file was cut short.
+      if (file_bytes >= 4 && get_le(pread_string(0, 4, "").data(), 4) == kLocalSig) {
+        fail("",
+             "truncated: it starts as a zip archive but its end of central directory "
+             "record is missing (cut short while being written or copied?)");
+      }
       fail("", "not a valid zip archive: end of central directory record not found");
     }
     if (get_le(&tail[end + 4], 2) != 0 || get_le(&tail[end + 6], 2) != 0 ||

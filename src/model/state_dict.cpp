@@ -5,12 +5,14 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "configured_model/errors.hpp"
 #include "configured_model/logging.hpp"
+#include "configured_model/weights.hpp"
 
 namespace zanj {
 namespace {
@@ -178,7 +180,8 @@ void check_class_tag(const ojson* tag, const std::string& class_name, const std:
     throw StateMismatchError(message(file, "__muutils_format__",
                                      "model class mismatch (expected '" + class_name +
                                          "', found '" + found + "'). Read it with " + found +
-                                         "::read()."));
+                                         "::read() (or " + found +
+                                         "Impl::read() behind TORCH_MODULE)."));
   }
 }
 
@@ -223,10 +226,53 @@ ModelParts model_header(const nlohmann::ordered_json& tree, const std::string& c
   return parts;
 }
 
+void check_device(const ReadOptions& options, const std::string& file) {
+  if (!options.device || !options.device->is_cuda()) return;
+  const std::size_t available = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  const auto index = options.device->has_index() ? options.device->index() : 0;
+  if (static_cast<std::size_t>(index) >= available) {
+    throw UsageError(message(file, "ReadOptions::device",
+                             options.device->str() + " was asked for, but this process has " +
+                                 std::to_string(available) +
+                                 " CUDA device(s) (a CPU-only libtorch, or no GPU)"));
+  }
+}
+
+namespace {
+
+// A file that is not a ZANJ archive but one of the weight formats load_weights() reads.
+[[noreturn]] void not_zanj(const std::string& path, WeightsFormat format) {
+  const std::string what = format == WeightsFormat::kSafetensors ? "a safetensors file"
+                           : format == WeightsFormat::kLibtorch  ? "a libtorch torch::save archive"
+                                                                 : "a PyTorch torch.save file";
+  throw FormatError(
+      message(path, "",
+              what +
+                  ", not a saved model: it holds weights without a config. Load them into "
+                  "a model you build with zanj::load_weights(*model, path), or convert the "
+                  "file with `zanj convert " +
+                  path + " out.zanj`"));
+}
+
+}  // namespace
+
 OpenedModel open_model(const std::string& path, const std::string& class_name,
                        const ReadOptions& options) {
-  ArchiveReader archive = ArchiveReader::open(path, options.archive_limits);
-  Document document = read_document(archive, options);
+  std::optional<ArchiveReader> opened;
+  Document document;
+  try {
+    opened.emplace(ArchiveReader::open(path, options.archive_limits));
+    document = read_document(*opened, options);
+  } catch (const FormatError&) {
+    WeightsFormat format = WeightsFormat::kZanj;
+    try {
+      format = detect_format(path);
+    } catch (const Error&) {
+    }
+    if (format != WeightsFormat::kZanj) not_zanj(path, format);
+    throw;
+  }
+  ArchiveReader archive = std::move(*opened);
   ModelParts header;
   try {
     header = model_header(document.tree, class_name, path);
