@@ -10,7 +10,8 @@
 #          install + find_package consumer (ctest -L 'multiprocess|example|install');
 #   tsan   the concurrency tests under ThreadSanitizer, built without precompiled headers so a
 #          missing #include fails (ctest -L concurrency);
-#   format clang-format --dry-run -Werror on every C++ file.
+#   format clang-format --dry-run -Werror on every C++ file, and scripts/check_layers.py (no
+#          file of src/ includes one of a higher layer; docs/architecture.md).
 # Choose stages with CONFIGURED_MODEL_STAGES (default "format asan plain tsan").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,7 @@ for stage in $stages; do
   case "$stage" in
     format)
       (cd "$root" && git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run -Werror)
+      /usr/bin/python3 "$root/scripts/check_layers.py"
       report format
       ;;
     asan)

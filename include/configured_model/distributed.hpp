@@ -131,7 +131,9 @@ TrainingRun<Model> resume_distributed(const std::string& directory, c10d::Proces
                       ": missing (a model checkpoint, not a training checkpoint)");
   }
   TrainingRun<Model> run;
-  static_cast<Resumed&>(run) = resume_training(*training, *model, directory, options.read);
+  // The tree was read for this resume alone: the optimizer takes its state tensors.
+  static_cast<Resumed&>(run) =
+      detail::resume_training_owned(*training, *model, directory, options.read);
   run.model = std::move(model);
   return run;
 }

@@ -204,6 +204,17 @@ OptimizerCodec table_codec(std::vector<OptionField<Options>> options,
   return c;
 }
 
+// Adam and AdamW share their fields (AdamW's weight decay is decoupled, not another field).
+template <class Opt, class O, class S>
+OptimizerCodec adam_like() {
+  using K = Kind;
+  return table_codec<Opt, O, S>(
+      {ZANJ_OPTION(O, lr), ZANJ_OPTION(O, betas), ZANJ_OPTION(O, eps), ZANJ_OPTION(O, weight_decay),
+       ZANJ_OPTION(O, amsgrad)},
+      {ZANJ_STATE(S, step, K::kInteger), ZANJ_STATE(S, exp_avg, K::kRequired),
+       ZANJ_STATE(S, exp_avg_sq, K::kRequired), ZANJ_STATE(S, max_exp_avg_sq, K::kParamShape)});
+}
+
 using Registry = detail::Registry<OptimizerCodec>;
 
 Registry& optimizers() {
@@ -218,26 +229,8 @@ Registry& optimizers() {
                            ZANJ_OPTION(O, weight_decay), ZANJ_OPTION(O, nesterov)},
                           {ZANJ_STATE(S, momentum_buffer, K::kParamShape)}));
     }
-    {
-      using O = optim::AdamOptions;
-      using S = optim::AdamParamState;
-      reg->add("Adam", table_codec<optim::Adam, O, S>(
-                           {ZANJ_OPTION(O, lr), ZANJ_OPTION(O, betas), ZANJ_OPTION(O, eps),
-                            ZANJ_OPTION(O, weight_decay), ZANJ_OPTION(O, amsgrad)},
-                           {ZANJ_STATE(S, step, K::kInteger), ZANJ_STATE(S, exp_avg, K::kRequired),
-                            ZANJ_STATE(S, exp_avg_sq, K::kRequired),
-                            ZANJ_STATE(S, max_exp_avg_sq, K::kParamShape)}));
-    }
-    {
-      using O = optim::AdamWOptions;
-      using S = optim::AdamWParamState;
-      reg->add("AdamW", table_codec<optim::AdamW, O, S>(
-                            {ZANJ_OPTION(O, lr), ZANJ_OPTION(O, betas), ZANJ_OPTION(O, eps),
-                             ZANJ_OPTION(O, weight_decay), ZANJ_OPTION(O, amsgrad)},
-                            {ZANJ_STATE(S, step, K::kInteger), ZANJ_STATE(S, exp_avg, K::kRequired),
-                             ZANJ_STATE(S, exp_avg_sq, K::kRequired),
-                             ZANJ_STATE(S, max_exp_avg_sq, K::kParamShape)}));
-    }
+    reg->add("Adam", adam_like<optim::Adam, optim::AdamOptions, optim::AdamParamState>());
+    reg->add("AdamW", adam_like<optim::AdamW, optim::AdamWOptions, optim::AdamWParamState>());
     {
       using O = optim::RMSpropOptions;
       using S = optim::RMSpropParamState;
