@@ -147,7 +147,7 @@ class ConfiguredModel : public torch::nn::Module, public detail::HasTrainingReco
   /// Reads a model from a stream holding what save() writes (read to its end, then checked
   /// as a file is).
   static std::shared_ptr<Derived> read(std::istream& in, const ReadOptions& options = {}) {
-    return from_node(zanj::read(in, options), "<stream>", options);
+    return adopt_node(zanj::read(in, options), "<stream>", options);
   }
 
   /// Reads a model saved by `save()` or by Python ZANJ's `ConfiguredModel.save()`: builds
@@ -182,6 +182,18 @@ class ConfiguredModel : public torch::nn::Module, public detail::HasTrainingReco
     std::shared_ptr<Derived> model =
         construct(detail::model_parts(root, class_name(), file), file, options);
     model->finish(root, file, options, /*adopt=*/false, /*fresh=*/true);
+    return model;
+  }
+
+  /// from_node() for a tree read for this model alone (say by read_distributed): the model
+  /// takes the tree's tensors instead of copies, so that the weights are in memory once. The
+  /// tree's state_dict tensors and the model's are then the same storage: do not pass the
+  /// tree of a live model (to_node() shares its tensors).
+  static std::shared_ptr<Derived> adopt_node(const Node& root, const std::string& file,
+                                             const ReadOptions& options = {}) {
+    std::shared_ptr<Derived> model =
+        construct(detail::model_parts(root, class_name(), file), file, options);
+    model->finish(root, file, options, /*adopt=*/true, /*fresh=*/true);
     return model;
   }
 

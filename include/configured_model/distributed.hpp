@@ -124,7 +124,7 @@ template <class Model>
 TrainingRun<Model> resume_distributed(const std::string& directory, c10d::ProcessGroup& group,
                                       const DistributedReadOptions& options = {}) {
   const Node root = read_distributed(directory, group, options);
-  std::shared_ptr<Model> model = Model::from_node(root, directory, options.read);
+  std::shared_ptr<Model> model = Model::adopt_node(root, directory, options.read);
   const Node* training = root.find(kTrainingStateKey);
   if (!training) {
     throw FormatError(directory + ": " + kTrainingStateKey +

@@ -180,3 +180,21 @@ TEST(ModelReadTest, NpyHeadersLongerThanTheFirstReadAreReadInFull) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(AdoptNodeTest, TheModelTakesTheTreesTensorsWhereFromNodeCopies) {
+  zanj_test::TempDir dir;
+  auto model = std::make_shared<zanj_test::TrainNet>(zanj_test::TrainNetConfig{});
+  model->save(dir.file("m.zanj"));
+  const zanj::Node tree = zanj::read(dir.file("m.zanj"));
+  const auto& stored = tree.at("state_dict").at("fc1.weight").tensor();
+  auto adopted = zanj_test::TrainNet::adopt_node(tree, "m.zanj");
+  auto copied = zanj_test::TrainNet::from_node(tree, "m.zanj");
+  EXPECT_EQ(adopted->fc1->weight.data_ptr(), stored.data_ptr());
+  EXPECT_NE(copied->fc1->weight.data_ptr(), stored.data_ptr());
+  EXPECT_TRUE(zanj_test::SameState(*adopted, *model));
+  EXPECT_TRUE(zanj_test::SameState(*copied, *model));
+}
+
+}  // namespace
