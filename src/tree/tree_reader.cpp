@@ -409,13 +409,11 @@ class Reader {
     return dst;
   }
 
-  // One deferred entry: its .npy header checked against the JSON, its data read into the
-  // tensor (cast, as the direct path casts, when the file's dtype differs).
-  void fill_deferred(const Deferred& d) {
+  // The start of a `.npy` entry, through its whole header: 4 KiB first (our headers are 64-128
+  // bytes), then on to the header's stated length, but only up to the header limit
+  // (parse_npy_header refuses more).
+  static std::string read_npy_head(EntryReader& reader, const EntryInfo& info) {
     constexpr std::size_t kFirstRead = 4096;
-    const EntryInfo& info = *d.entry;
-    const std::string& ref = info.name;
-    EntryReader reader = archive_.open_entry(ref, options_.check_crc, options_.threads);
     std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(kFirstRead, info.size)),
                      '\0');
     reader.read(head.data(), head.size());
@@ -426,6 +424,16 @@ class Reader {
       head.resize(header_length);
       reader.read(&head[had], header_length - had);
     }
+    return head;
+  }
+
+  // One deferred entry: its .npy header checked against the JSON, its data read into the
+  // tensor (cast, as the direct path casts, when the file's dtype differs).
+  void fill_deferred(const Deferred& d) {
+    const EntryInfo& info = *d.entry;
+    const std::string& ref = info.name;
+    EntryReader reader = archive_.open_entry(ref, options_.check_crc, options_.threads);
+    const std::string head = read_npy_head(reader, info);
     const NpyHeader h = parse_npy_header(head, info.size, archive_.name(), ref);
     if (h.shape != d.dst.sizes().vec()) {
       fail(d.path, "shape mismatch (JSON says " + shape_text(d.dst.sizes().vec()) + ", " + ref +
@@ -510,20 +518,9 @@ class Reader {
   // entry needs decoding instead.
   at::Tensor direct_tensor(const EntryInfo& info, std::optional<c10::ScalarType> want,
                            const std::vector<ojson>& path) {
-    constexpr std::size_t kFirstRead = 4096;  // our headers are 64-128 bytes
     const std::string& file = archive_.name();
     EntryReader reader = archive_.open_entry(info.name, options_.check_crc, options_.threads);
-    std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(kFirstRead, info.size)),
-                     '\0');
-    reader.read(head.data(), head.size());
-    const std::size_t header_length = npy_header_length(head);
-    // Longer headers are read on only up to the header limit (parse_npy_header refuses more).
-    if (header_length > head.size() && header_length <= info.size &&
-        header_length <= kMaxNpyHeaderBytes + 12) {
-      const std::size_t had = head.size();
-      head.resize(header_length);
-      reader.read(&head[had], header_length - had);
-    }
+    const std::string head = read_npy_head(reader, info);
     const NpyHeader h = parse_npy_header(head, info.size, file, info.name);
     const auto raw = npy_raw_dtype(h);
     if (!raw || (want && *want != *raw)) return {};
